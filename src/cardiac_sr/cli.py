@@ -1,0 +1,140 @@
+"""The ``cardiac-sr`` command line.
+
+Every subcommand is a thin layer over the library; errors a user can cause
+are printed as one line (``cardiac-sr: error: <file>: <problem>``) with exit
+status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import CardiacSRError
+
+log = logging.getLogger("cardiac_sr")
+
+EPILOG = """\
+The pipeline itself runs through DVC: `dvc repro` (prepare -> degrade -> ...),
+with params in params.yaml.  The stage scripts in stages/ call the same
+library functions as the subcommands here.
+"""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def cmd_inspect(args) -> int:
+    from .readers import detect_format, read_dicom, read_nifti
+
+    fmt = args.format or detect_format(args.path)
+    if fmt == "npy":
+        raise CardiacSRError(f"{args.path}: a .npy stack has no patient metadata to inspect")
+    studies = read_nifti(args.path) if fmt == "nifti" else read_dicom(args.path, contours=args.contours)
+    rows = [s.summary() for s in studies]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'patient':<16} {'slices':>6} {'phases':>6} {'rows':>5} {'cols':>5} {'spacing row/col/slice (mm)':>28} {'intensity range':>20} {'ROI imgs':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        sp = "/".join(f"{v:.3f}" for v in r["spacing_mm"])
+        rng = f"{r['intensity_min']:.4g}..{r['intensity_max']:.4g}"
+        print(f"{r['patient']:<16} {r['slices']:>6} {r['phases']:>6} {r['rows']:>5} {r['columns']:>5} {sp:>28} {rng:>20} {r['roi_images']:>8}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .params import load_params
+    from .prepare import prepare
+
+    params = load_params(args.params)
+    info = prepare(params.get("prepare") or {}, int((params.get("degrade") or {}).get("scale", 4)), args.out)
+    print(json.dumps(info["splits"]))
+    return 0
+
+
+def cmd_degrade(args) -> int:
+    from .degrade import degrade
+    from .params import get, load_params
+
+    params = load_params(args.params)
+    info = degrade(get(params, "degrade"), args.prepared, args.out)
+    print(json.dumps(info["shapes"]))
+    return 0
+
+
+def cmd_phantom_figure(args) -> int:
+    from .figures import phantom_vs_real
+
+    phantom_vs_real(args.real, args.out, seed=args.seed)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cardiac-sr",
+        description="x4 super-resolution of short-axis cine bSSFP MR: data, models and evaluation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="summarise cine studies (DICOM folder/root or NIfTI file/folder)",
+                       description="Print, per patient: id, slices, phases, rows, columns, spacing "
+                                   "(row, column, slice) in mm, intensity range and images with an ROI contour.")
+    p.add_argument("path", help="a DICOM study folder, a root of patient folders, or a NIfTI file/folder")
+    p.add_argument("--format", choices=["dicom", "nifti"], help="input format (default: detected)")
+    p.add_argument("--contours", help="Sunnybrook contour folder (default: <path>/contours if present)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("prepare", help="build the normalised slice dataset (the `prepare` stage)",
+                       description="Read the studies named by params.yaml's `prepare` section (the phantom by "
+                                   "default), normalise per volume, split by patient and write float32 arrays.")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default="data/prepared")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("degrade", help="make the low-resolution inputs (the `degrade` stage)",
+                       description="Degrade every split with params.yaml's `degrade` section and write the LR "
+                                   "arrays and the bicubic baseline.")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--prepared", default="data/prepared")
+    p.add_argument("--out", default="data/degraded")
+    p.set_defaults(func=cmd_degrade)
+
+    p = sub.add_parser("phantom-figure", help="figure comparing phantom slices with real studies",
+                       description="Phantom slices next to real slices at the same display window, with "
+                                   "intensity histograms and radial power spectra.")
+    p.add_argument("--real", default="../shared/data/sunnybrook", help="real DICOM root")
+    p.add_argument("--out", default="docs/phantom_vs_real.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_phantom_figure)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except CardiacSRError as exc:
+        print(f"cardiac-sr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

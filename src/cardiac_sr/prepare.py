@@ -1,0 +1,219 @@
+"""The ``prepare`` stage: cine studies -> a normalised float32 slice dataset.
+
+Output folder (``data/prepared`` by default)::
+
+    {train,val,test}_hr.npy    float32 (N, H, W), intensities in [0, 1]
+    {train,val,test}_roi.npy   uint8   (N, H, W), cardiac ROI (0 where unknown)
+    manifest.csv               one row per slice: split, index, patient, slice,
+                               phase, spacing, source file, normalisation
+                               (intensity_offset, intensity_scale), has_roi
+    info.json                  patients per split, counts, the params used
+
+Normalisation is per volume (one patient's whole cine study):
+``x01 = clip((x - offset) / scale, 0, 1)`` with ``offset = min(0, min x)`` and
+``scale`` = the ``percentile``-th percentile of ``x - offset``.  Both are
+recorded so predictions can be mapped back: ``x = x01 * scale + offset``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import multiprocessing as mp
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import CardiacSRError
+from .fileio import atomic_dir
+from .phantom import PhantomConfig, PhantomGenerator
+from .readers import read_studies
+from .study import Study
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SOURCES = ("phantom", "dicom", "nifti")
+MANIFEST_FIELDS = [
+    "split", "index", "patient", "slice", "phase", "rows", "columns",
+    "spacing_row_mm", "spacing_col_mm", "spacing_slice_mm", "source_file",
+    "intensity_offset", "intensity_scale", "has_roi",
+]
+
+
+@dataclass
+class Normalisation:
+    offset: float
+    scale: float
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.clip((x - self.offset) / self.scale, 0.0, 1.0).astype(np.float32)
+
+    def invert(self, x01: np.ndarray) -> np.ndarray:
+        return x01 * self.scale + self.offset
+
+
+def fit_normalisation(volume: np.ndarray, percentile: float = 99.5, name: str = "volume") -> Normalisation:
+    """Per-volume normalisation: offset = min(0, min), scale = percentile of (volume - offset)."""
+    if not 50.0 < percentile <= 100.0:
+        raise CardiacSRError(f"prepare.percentile must be in (50, 100], got {percentile}")
+    if not np.all(np.isfinite(volume)):
+        raise CardiacSRError(f"{name}: contains NaN or infinite intensities")
+    offset = float(min(0.0, float(volume.min())))
+    scale = float(np.percentile(volume - offset, percentile))
+    if scale <= 0:
+        raise CardiacSRError(f"{name}: image is blank (the {percentile}th intensity percentile is 0)")
+    return Normalisation(offset, scale)
+
+
+def split_patients(patient_ids: list[str], fractions: dict, seed: int) -> dict[str, str]:
+    """Assign each patient to one split, shuffled with ``seed``.
+
+    Counts are ``round(fraction * n)`` for val and test (at least one each
+    when the fraction is positive and there are at least 3 patients); the
+    rest train.
+    """
+    missing = [s for s in SPLITS if s not in fractions]
+    if missing:
+        raise CardiacSRError(f"params.yaml: missing param 'prepare.split.{missing[0]}'")
+    fr = {s: float(fractions[s]) for s in SPLITS}
+    if any(v < 0 for v in fr.values()) or abs(sum(fr.values()) - 1.0) > 1e-6:
+        raise CardiacSRError(f"prepare.split fractions must be >= 0 and sum to 1, got {fr}")
+    ids = sorted(set(patient_ids))
+    if len(ids) != len(patient_ids):
+        raise CardiacSRError("duplicate patient ids in the input: " + ", ".join(sorted({p for p in patient_ids if patient_ids.count(p) > 1})))
+    n = len(ids)
+    order = np.random.default_rng(seed).permutation(n)
+    counts = {}
+    for s in ("test", "val"):
+        c = int(round(fr[s] * n))
+        if fr[s] > 0 and n >= 3:
+            c = max(c, 1)
+        counts[s] = c
+    counts["train"] = n - counts["test"] - counts["val"]
+    if counts["train"] < 1:
+        raise CardiacSRError(f"{n} patients are too few for split {fr}: no patient left to train on")
+    out, start = {}, 0
+    for s in ("test", "val", "train"):
+        for i in order[start:start + counts[s]]:
+            out[ids[i]] = s
+        start += counts[s]
+    return out
+
+
+def crop_or_pad(array: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop or zero-pad the last two axes to ``size`` x ``size``."""
+    h, w = array.shape[-2:]
+    out = np.zeros(array.shape[:-2] + (size, size), array.dtype)
+    sh, sw = min(h, size), min(w, size)
+    ih, iw = (h - sh) // 2, (w - sw) // 2  # crop offsets in the input
+    oh, ow = (size - sh) // 2, (size - sw) // 2  # pad offsets in the output
+    out[..., oh:oh + sh, ow:ow + sw] = array[..., ih:ih + sh, iw:iw + sw]
+    return out
+
+
+def _phantom_study(args):
+    cfg, seed, index = args
+    return PhantomGenerator(cfg, seed).study(index)
+
+
+def phantom_studies(n_patients: int, seed: int, cfg: PhantomConfig, workers: int = 2) -> list[Study]:
+    """Generate ``n_patients`` phantom studies, in parallel over patients (deterministic)."""
+    if n_patients < 1:
+        raise CardiacSRError(f"prepare.phantom.patients must be >= 1, got {n_patients}")
+    jobs = [(cfg, seed, i) for i in range(n_patients)]
+    desc = "phantom patients"
+    if workers > 1 and n_patients > 1:
+        with mp.get_context().Pool(workers) as pool:
+            return list(tqdm(pool.imap(_phantom_study, jobs), total=n_patients, desc=desc))
+    return [_phantom_study(j) for j in tqdm(jobs, desc=desc)]
+
+
+def load_studies(prep: dict) -> list[Study]:
+    """The studies named by the ``prepare`` params."""
+    source = prep.get("source")
+    if source not in SOURCES:
+        raise CardiacSRError(f"params.yaml: unknown value {source!r} for 'prepare.source'; valid values: {', '.join(SOURCES)}")
+    if source == "phantom":
+        ph = prep.get("phantom")
+        if not isinstance(ph, dict):
+            raise CardiacSRError("params.yaml: missing param 'prepare.phantom'")
+        for key in ("patients", "slices", "phases", "size", "spacing_mm", "slice_thickness_mm", "snr"):
+            if key not in ph:
+                raise CardiacSRError(f"params.yaml: missing param 'prepare.phantom.{key}'")
+        cfg = PhantomConfig(slices=int(ph["slices"]), phases=int(ph["phases"]), size=int(ph["size"]),
+                            spacing_mm=float(ph["spacing_mm"]), slice_thickness_mm=float(ph["slice_thickness_mm"]),
+                            snr=float(ph["snr"]))
+        return phantom_studies(int(ph["patients"]), int(prep["seed"]), cfg, workers=int(prep.get("workers", 2)))
+    return read_studies(source, prep.get("path"), contours=prep.get("contours"), strict=bool(prep.get("strict", False)))
+
+
+def prepare(prep: dict, scale: int, out_dir: str | Path) -> dict:
+    """Run the prepare stage with the ``prepare`` params; returns the info written to info.json."""
+    for key in ("source", "seed", "split", "hr_size", "percentile"):
+        if key not in prep:
+            raise CardiacSRError(f"params.yaml: missing param 'prepare.{key}'")
+    size = int(prep["hr_size"])
+    if size % scale:
+        raise CardiacSRError(f"prepare.hr_size {size} must be a multiple of degrade.scale {scale}")
+    studies = load_studies(prep)
+    assignment = split_patients([s.patient_id for s in studies], prep["split"], int(prep["seed"]))
+    per_split = {s: {"hr": [], "roi": [], "rows": []} for s in SPLITS}
+    for st in tqdm(studies, desc="normalise"):
+        norm = fit_normalisation(st.image, float(prep["percentile"]), name=f"patient {st.patient_id}")
+        split = assignment[st.patient_id]
+        bucket = per_split[split]
+        hr = crop_or_pad(norm.apply(st.image), size)
+        roi = crop_or_pad(st.roi, size) if st.roi is not None else np.zeros(hr.shape, np.uint8)
+        for s in range(st.n_slices):
+            for t in range(st.n_phases):
+                bucket["rows"].append({
+                    "split": split, "index": len(bucket["rows"]), "patient": st.patient_id, "slice": s, "phase": t,
+                    "rows": st.shape2d[0], "columns": st.shape2d[1],
+                    "spacing_row_mm": st.spacing[0], "spacing_col_mm": st.spacing[1], "spacing_slice_mm": st.spacing[2],
+                    "source_file": st.sources[s, t] if st.sources is not None else "",
+                    "intensity_offset": norm.offset, "intensity_scale": norm.scale,
+                    "has_roi": int(st.has_roi[s, t]) if st.has_roi is not None else 0,
+                })
+        bucket["hr"].append(hr.reshape(-1, size, size))
+        bucket["roi"].append(roi.reshape(-1, size, size).astype(np.uint8))
+    info = {"source": prep["source"], "hr_size": size, "percentile": float(prep["percentile"]),
+            "splits": {}, "patients": {}}
+    with atomic_dir(out_dir) as tmp:
+        rows = []
+        for split in SPLITS:
+            b = per_split[split]
+            hr = np.concatenate(b["hr"]) if b["hr"] else np.zeros((0, size, size), np.float32)
+            roi = np.concatenate(b["roi"]) if b["roi"] else np.zeros((0, size, size), np.uint8)
+            np.save(tmp / f"{split}_hr.npy", hr.astype(np.float32))
+            np.save(tmp / f"{split}_roi.npy", roi)
+            rows += b["rows"]
+            info["splits"][split] = int(len(hr))
+            info["patients"][split] = sorted({r["patient"] for r in b["rows"]})
+        with open(tmp / "manifest.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    log.info("prepared %s", info["splits"])
+    return info
+
+
+def load_split(folder: str | Path, split: str, kind: str = "hr", mmap: bool = True) -> np.ndarray:
+    """Load ``{split}_{kind}.npy`` from a stage output folder, with a clear error if missing."""
+    path = Path(folder) / f"{split}_{kind}.npy"
+    if not path.is_file():
+        raise CardiacSRError(f"{path}: not found (run the stage that writes it, e.g. `dvc repro`)")
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def read_manifest(folder: str | Path) -> list[dict]:
+    """The manifest rows of a prepared dataset."""
+    path = Path(folder) / "manifest.csv"
+    if not path.is_file():
+        raise CardiacSRError(f"{path}: not found (run `dvc repro prepare`)")
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

@@ -1,0 +1,360 @@
+"""Readers for real cine studies: DICOM series and NIfTI volumes.
+
+DICOM
+    ``read_dicom(path)`` takes one study folder or a root of patient folders
+    (Sunnybrook-style ``SCDxxxxxxx/``, Kaggle Data Science Bowl
+    ``<patient>/study/sax_*/``) and never trusts file names: images are grouped
+    by patient (PatientID, else the top folder under the root), then by slice
+    position (ImagePositionPatient projected on the slice normal, else
+    SliceLocation), and phases are ordered by TriggerTime.  Rescale
+    slope/intercept are applied; pixel spacing and slice spacing are kept.
+
+    Files that are not DICOM at all (a README, a CSV) are ignored.  A file
+    that *is* DICOM but cannot be decoded is skipped with a warning that
+    names it (``strict=True`` makes it an error).  An RGB image is always an
+    error: cine bSSFP magnitude images are single-channel.
+
+    Sunnybrook contours (``contours/SC-HF-I-k/o-contours/IM-0001-NNNN-ocontour-manual.txt``,
+    NNNN = InstanceNumber, ``link.csv`` mapping folder id to original id) are
+    found next to the studies automatically and become ROI masks (the filled
+    epicardial o-contour).
+
+NIfTI
+    ``read_nifti(path)`` takes a 3D (x, y, slices) or 4D (x, y, slices,
+    phases) file, or a folder of them (ACDC ``patientNNN_4d.nii.gz``, M&Ms
+    ``*_sa.nii.gz``; label files ``*_gt*`` are skipped).  Image axes are kept
+    as stored: ``image[s, t] = data[:, :, s, t]``, so writing back is the
+    exact inverse.  Spacing comes from the header zooms.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CardiacSRError
+from .study import Study
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _require_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if str(path).strip() == "":
+        raise CardiacSRError("empty input path")
+    if not path.exists():
+        raise CardiacSRError(f"{path}: no such file or folder")
+    return path
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise CardiacSRError(f"{path}: folder is empty")
+    return files
+
+
+# --------------------------------------------------------------------------- DICOM
+def _looks_like_dicom(path: Path) -> bool:
+    """True for files with the DICOM preamble or a .dcm/.ima suffix (or no suffix)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    return path.suffix.lower() in (".dcm", ".ima", ".dicom")
+
+
+def _read_one_dicom(path: Path):
+    """Read one DICOM image -> (dataset, float32 pixels) or raise CardiacSRError."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+            if int(getattr(ds, "SamplesPerPixel", 1)) != 1 or str(
+                getattr(ds, "PhotometricInterpretation", "MONOCHROME2")
+            ).upper().startswith(("RGB", "YBR", "PALETTE")):
+                raise CardiacSRError(
+                    f"{path}: is a colour ({getattr(ds, 'PhotometricInterpretation', '?')}) image; "
+                    "cardiac-sr needs single-channel MR magnitude images"
+                )
+            pixels = ds.pixel_array
+    except CardiacSRError:
+        raise
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise CardiacSRError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc})") from exc
+    if pixels.ndim != 2:
+        raise CardiacSRError(f"{path}: expected one 2D image per file, got pixel array of shape {pixels.shape}")
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    return ds, pixels.astype(np.float32) * slope + intercept
+
+
+def _slice_position(ds, path: Path) -> float:
+    ipp = getattr(ds, "ImagePositionPatient", None)
+    iop = getattr(ds, "ImageOrientationPatient", None)
+    if ipp is not None and iop is not None and len(ipp) == 3 and len(iop) == 6:
+        o = np.asarray(iop, float)
+        normal = np.cross(o[:3], o[3:])
+        return float(np.dot(normal, np.asarray(ipp, float)))
+    if getattr(ds, "SliceLocation", None) is not None:
+        return float(ds.SliceLocation)
+    raise CardiacSRError(f"{path}: has neither ImagePositionPatient/ImageOrientationPatient nor SliceLocation")
+
+
+def _patient_key(ds, path: Path, root: Path) -> str:
+    pid = str(getattr(ds, "PatientID", "") or "").strip()
+    if pid:
+        return pid
+    rel = path.relative_to(root) if root.is_dir() else Path(path.name)
+    return rel.parts[0] if len(rel.parts) > 1 else root.name
+
+
+def read_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = None,
+               strict: bool = False) -> list[Study]:
+    """Read every cine study under ``path`` (see the module docstring)."""
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE  # real UIDs are often malformed
+    root = _require_path(path)
+    if root.is_file() and not _looks_like_dicom(root):
+        raise CardiacSRError(f"{root}: not a DICOM file (no DICM preamble); expected a DICOM file or folder, "
+                             "a NIfTI volume (.nii, .nii.gz) or a .npy stack")
+    candidates = [f for f in _files_under(root) if _looks_like_dicom(f)]
+    if not candidates:
+        raise CardiacSRError(f"{root}: no DICOM files found")
+    images: dict[str, list[tuple]] = defaultdict(list)
+    for f in candidates:
+        try:
+            ds, pixels = _read_one_dicom(f)
+        except CardiacSRError as exc:
+            if strict or "colour" in str(exc):
+                raise
+            warnings.warn(f"skipping {exc}", stacklevel=2)
+            log.warning("skipping %s", exc)
+            continue
+        images[_patient_key(ds, f, root)].append((ds, pixels, f))
+    if not images:
+        raise CardiacSRError(f"{root}: no readable DICOM image")
+    contour_index = _find_contours(root, contours)
+    studies = [_assemble_dicom_study(pid, items, contour_index) for pid, items in sorted(images.items())]
+    return studies
+
+
+def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> Study:
+    by_pos: dict[float, list[tuple]] = defaultdict(list)
+    for ds, pixels, f in items:
+        by_pos[round(_slice_position(ds, f), 1)].append((ds, pixels, f))
+    positions = sorted(by_pos)
+    slices = []
+    for pos in positions:
+        group = by_pos[pos]
+        series = defaultdict(list)
+        for it in group:
+            series[str(getattr(it[0], "SeriesInstanceUID", ""))].append(it)
+        if len(series) > 1:  # repeated acquisitions at one position: keep the largest series
+            keep = max(series.values(), key=len)
+            log.warning("patient %s: %d series at slice position %.1f mm; keeping the one with %d images",
+                        pid, len(series), pos, len(keep))
+            group = keep
+        group.sort(key=lambda it: (float(getattr(it[0], "TriggerTime", 0) or 0), int(getattr(it[0], "InstanceNumber", 0) or 0)))
+        slices.append(group)
+    shapes = {it[1].shape for g in slices for it in g}
+    if len(shapes) > 1:
+        raise CardiacSRError(f"patient {pid}: images of different sizes in one study: {sorted(shapes)} "
+                             f"(e.g. {slices[0][0][2]})")
+    n_phases = min(len(g) for g in slices)
+    if any(len(g) != n_phases for g in slices):
+        log.warning("patient %s: slices have different phase counts %s; keeping the first %d phases",
+                    pid, sorted({len(g) for g in slices}), n_phases)
+    image = np.stack([np.stack([g[t][1] for t in range(n_phases)]) for g in slices]).astype(np.float32)
+    first = slices[0][0][0]
+    row_mm, col_mm = (float(v) for v in getattr(first, "PixelSpacing", [1.0, 1.0]))
+    if len(positions) > 1:
+        slice_mm = float(np.median(np.diff(positions)))
+    else:
+        slice_mm = float(getattr(first, "SpacingBetweenSlices", 0) or getattr(first, "SliceThickness", 0) or 1.0)
+    sources = np.array([[str(g[t][2]) for t in range(n_phases)] for g in slices], dtype=object)
+    roi = np.zeros(image.shape, np.uint8)
+    has_roi = np.zeros(image.shape[:2], bool)
+    for s, g in enumerate(slices):
+        for t in range(n_phases):
+            key = (pid, int(getattr(g[t][0], "InstanceNumber", -1) or -1))
+            if key in contour_index:
+                roi[s, t] = _polygon_mask(contour_index[key], image.shape[2:])
+                has_roi[s, t] = True
+    return Study(
+        patient_id=pid,
+        image=image,
+        spacing=(row_mm, col_mm, abs(slice_mm)),
+        roi=roi if has_roi.any() else None,
+        has_roi=has_roi if has_roi.any() else None,
+        sources=sources,
+        meta={
+            "slice_positions_mm": positions,
+            "slice_thickness_mm": float(getattr(first, "SliceThickness", 0) or 0),
+            "trigger_times_ms": [[float(getattr(g[t][0], "TriggerTime", 0) or 0) for t in range(n_phases)] for g in slices],
+        },
+    )
+
+
+# ------------------------------------------------------------------- contours
+_CONTOUR_RE = re.compile(r"IM-\d+-(\d+)-ocontour-manual\.txt$")
+
+
+def read_contour(path: str | os.PathLike) -> np.ndarray:
+    """Read one Sunnybrook contour file: ``x y`` pixel coordinates, one point a line."""
+    path = Path(path)
+    try:
+        pts = np.loadtxt(path, dtype=float, ndmin=2)
+    except ValueError as exc:
+        raise CardiacSRError(f"{path}: not a contour file of 'x y' lines ({exc})") from exc
+    if pts.shape[1] != 2 or len(pts) < 3:
+        raise CardiacSRError(f"{path}: a contour needs at least 3 'x y' points, got shape {pts.shape}")
+    return pts
+
+
+def _polygon_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from skimage.draw import polygon
+
+    mask = np.zeros(shape, np.uint8)
+    rr, cc = polygon(points[:, 1], points[:, 0], shape)
+    mask[rr, cc] = 1
+    return mask
+
+
+def _find_contours(root: Path, contours: str | os.PathLike | None) -> dict:
+    """Map (patient id, InstanceNumber) -> o-contour points, from a Sunnybrook contour folder."""
+    folder = Path(contours) if contours else None
+    if folder is None:
+        for cand in (root / "contours", root.parent / "contours"):
+            if cand.is_dir():
+                folder = cand
+                break
+    if folder is None:
+        return {}
+    if not folder.is_dir():
+        raise CardiacSRError(f"{folder}: contour folder not found")
+    link = {}
+    link_csv = folder.parent / "link.csv"
+    if link_csv.is_file():
+        with open(link_csv, newline="") as fh:
+            for row in csv.DictReader(fh):
+                link[row["original_id"].strip()] = row["patient_id"].strip()
+    index = {}
+    for f in sorted(folder.rglob("*-ocontour-manual.txt")):
+        m = _CONTOUR_RE.search(f.name)
+        original = f.parent.parent.name  # contours/SC-HF-I-1/o-contours/<file>
+        if m:
+            index[(link.get(original, original), int(m.group(1)))] = read_contour(f)
+    return index
+
+
+# --------------------------------------------------------------------------- NIfTI
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _nifti_patient_id(path: Path) -> str:
+    name = path.name
+    for suf in (".nii.gz", ".nii"):
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+    return re.sub(r"_(4d|sa)$", "", name)
+
+
+def read_nifti_file(path: str | os.PathLike) -> Study:
+    """Read one 3D or 4D cine NIfTI volume."""
+    import nibabel as nib
+
+    path = _require_path(path)
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise CardiacSRError(f"{path}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
+    if data.dtype.names is not None:
+        raise CardiacSRError(f"{path}: is an RGB/structured NIfTI; cardiac-sr needs single-channel MR images")
+    if data.ndim == 2:
+        data = data[:, :, None, None]
+    elif data.ndim == 3:
+        data = data[:, :, :, None]
+    elif data.ndim != 4:
+        raise CardiacSRError(f"{path}: has {data.ndim} dimensions {data.shape}; expected 2D, 3D (x, y, slices) "
+                             "or 4D (x, y, slices, phases)")
+    if min(data.shape[:2]) < 8:
+        raise CardiacSRError(f"{path}: in-plane size {data.shape[:2]} is too small to super-resolve")
+    zooms = [float(z) for z in img.header.get_zooms()[:3]] + [1.0] * 3
+    image = np.transpose(data.astype(np.float32), (2, 3, 0, 1))
+    return Study(
+        patient_id=_nifti_patient_id(path),
+        image=image,
+        spacing=(zooms[0], zooms[1], zooms[2]),
+        sources=np.full(image.shape[:2], str(path), dtype=object),
+        meta={"affine": img.affine.tolist()},
+    )
+
+
+def read_nifti(path: str | os.PathLike, strict: bool = False) -> list[Study]:
+    """Read a NIfTI file, or every cine NIfTI under a folder (label files skipped)."""
+    root = _require_path(path)
+    if root.is_file():
+        return [read_nifti_file(root)]
+    files = [f for f in _files_under(root) if _is_nifti(f) and "_gt" not in f.name]
+    preferred = [f for f in files if re.search(r"_(4d|sa)\.nii(\.gz)?$", f.name)]
+    files = preferred or files
+    if not files:
+        raise CardiacSRError(f"{root}: no NIfTI (.nii, .nii.gz) volumes found")
+    studies = []
+    for f in files:
+        try:
+            studies.append(read_nifti_file(f))
+        except CardiacSRError as exc:
+            if strict:
+                raise
+            warnings.warn(f"skipping {exc}", stacklevel=2)
+            log.warning("skipping %s", exc)
+    if not studies:
+        raise CardiacSRError(f"{root}: no readable NIfTI volume")
+    return studies
+
+
+def read_studies(source: str, path: str | os.PathLike | None, contours=None, strict: bool = False) -> list[Study]:
+    """Read studies from ``source`` 'dicom' or 'nifti' at ``path``."""
+    if path is None or str(path).strip() == "":
+        raise CardiacSRError(f"source '{source}' needs a path (prepare.path)")
+    if source == "dicom":
+        return read_dicom(path, contours=contours, strict=strict)
+    if source == "nifti":
+        return read_nifti(path, strict=strict)
+    raise CardiacSRError(f"unknown source {source!r}; valid values: phantom, dicom, nifti")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'nifti' for a NIfTI file or a folder holding one, 'npy' for .npy, else 'dicom'."""
+    path = _require_path(path)
+    if path.is_file():
+        if _is_nifti(path):
+            return "nifti"
+        if path.suffix.lower() == ".npy":
+            return "npy"
+        return "dicom"
+    for f in _files_under(path):
+        if _is_nifti(f):
+            return "nifti"
+    return "dicom"

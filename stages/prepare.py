@@ -1,0 +1,15 @@
+"""DVC stage `prepare`: studies -> data/prepared (see cardiac_sr.prepare)."""
+
+from _common import run
+
+from cardiac_sr.params import get
+from cardiac_sr.prepare import prepare
+
+
+def main(params: dict) -> None:
+    info = prepare(get(params, "prepare"), int(get(params, "degrade.scale")), "data/prepared")
+    print("slices per split:", info["splits"])
+
+
+if __name__ == "__main__":
+    run(main)
