@@ -41,6 +41,11 @@ from .study import Study
 # Mean tissue intensities of a bSSFP image relative to blood (= 1), with the
 # per-patient spread (uniform, +/- fraction).  Order of magnitude taken from
 # the Sunnybrook studies in ../shared/data/sunnybrook.
+# Label codes of the tissue map returned with ``study(..., labels=True)``.
+LABELS = {name: code for code, name in enumerate(
+    ["background", "skin", "fat", "muscle", "bone", "soft", "clutter", "lung", "vessel", "liver", "stomach",
+     "csf", "blood", "myocardium", "rim"])}
+
 TISSUES = {
     "blood": (1.00, 0.05),
     "fat": (0.95, 0.12),
@@ -53,6 +58,7 @@ TISSUES = {
     "csf": (0.90, 0.1),
     "stomach": (0.55, 0.6),
     "skin": (0.45, 0.2),
+    "rim": (0.04, 0.5),  # bSSFP's dark fat-water boundary ("India ink") line
 }
 
 
@@ -65,7 +71,7 @@ class PhantomConfig:
     size: int = 256
     spacing_mm: float = 1.4
     slice_thickness_mm: float = 10.0
-    snr: float = 30.0  # mean blood signal / noise standard deviation
+    snr: float = 45.0  # mean blood signal / noise standard deviation
 
 
 def _smooth_field(rng: np.random.Generator, n: int, corr_px: float) -> np.ndarray:
@@ -114,10 +120,12 @@ class _Polar:
         return self.rho - radius * r
 
 
-def _paint(canvas, alpha, value):
-    """Alpha-composite ``value`` (scalar or map) onto ``canvas`` in place."""
+def _paint(canvas, alpha, value, labels=None, code=0):
+    """Alpha-composite ``value`` (scalar or map) onto ``canvas`` in place; label where alpha > 1/2."""
     canvas *= 1.0 - alpha
     canvas += alpha * value
+    if labels is not None:
+        labels[alpha > 0.5] = code
 
 
 class _Patient:
@@ -133,8 +141,8 @@ class _Patient:
         self.fat_mm = u(6, 22)
         self.muscle_mm = u(8, 16)
         self.heart_c = (u(0, 30), u(-20, 10))
-        self.lv_endo_mm = u(24, 33)  # end-diastolic endocardial radius at the base
-        self.lv_wall_mm = u(8, 12)
+        self.lv_endo_mm = u(24, 37)  # end-diastolic endocardial radius at the base
+        self.lv_wall_mm = u(8, 13)
         self.ef = u(0.35, 0.70)  # ejection fraction (heart-failure patients included)
         self.es_phase = u(0.32, 0.42)  # end systole as a fraction of the cycle
         self.heart_shift_mm = u(2, 5)  # whole-heart motion amplitude
@@ -163,9 +171,10 @@ class _Patient:
         self.acq_read = u(0.75, 1.0)  # acquired fraction of k-space, read direction
         self.acq_phase = u(0.6, 1.0)  # and phase-encoding direction
         self.tukey = u(0.2, 0.6)
-        self.circular_fov = u() < 0.4
+        self.circular_fov = u() < 0.6
         self.fov_radius = u(0.85, 0.98)
-        self.coil = [(u(-150, 150), u(-150, 150), u(60, 140), u(0.1, 0.5)) for _ in range(3)]
+        self.coil = [(u(-150, 150), u(-150, 150), u(40, 120), u(0.1, 0.8)) for _ in range(3)]
+        self.coil_depth = (u(35, 80), u(1.0, 2.5), u(35, 80), u(0.2, 0.8))
         n = 2 * cfg.size
         self.texture_fine = _smooth_field(rng, n, corr_px=1.2)
         self.texture_coarse = _smooth_field(rng, n, corr_px=10.0)
@@ -209,30 +218,36 @@ class PhantomGenerator:
         px = self.pixel_mm
         c = p.contrast
         img = np.zeros_like(x)
+        lab = np.zeros(x.shape, np.uint8)
 
         def tex(value, fine, coarse=0.03):
             return value * (1 + fine * p.texture_fine + coarse * p.texture_coarse)
 
-        def ellipse(cx, cy, a, b, angle, value, inside=None):
-            """Paint an ellipse (body-frame mm), touching only its bounding window."""
+        def ellipse(cx, cy, a, b, angle, tissue, value, inside=None, rim=False):
+            """Paint an ellipse (body-frame mm), touching only its bounding window.
+
+            ``rim``: first a dark line ~1.4 mm wide around it (fat-water boundary in bSSFP).
+            """
+            if rim:
+                ellipse(cx, cy, a + 1.4, b + 1.4, angle, "rim", c["rim"], inside)
             win = self._window(p, cx, cy, max(a, b) + 2)
             d = _ellipse_distance(x[win], y[win], cx, cy, a, b, angle)
             if inside is not None:
                 d = np.maximum(d, inside[win])
-            _paint(img[win], _edge_alpha(d, px), value[win] if np.ndim(value) else value)
+            _paint(img[win], _edge_alpha(d, px), value[win] if np.ndim(value) else value, lab[win], LABELS[tissue])
 
         a, b = p.body_ab
-        ellipse(0, 0, a, b, 0, c["skin"])
-        ellipse(0, 0, a - 2, b - 2, 0, tex(c["fat"], 0.04))
+        ellipse(0, 0, a, b, 0, "skin", c["skin"])
+        ellipse(0, 0, a - 2, b - 2, 0, "fat", tex(c["fat"], 0.04))
         a2, b2 = a - 2 - p.fat_mm, b - 2 - 0.7 * p.fat_mm
-        ellipse(0, 0, a2, b2, 0, tex(c["muscle"], 0.08))
+        ellipse(0, 0, a2, b2, 0, "muscle", tex(c["muscle"], 0.08), rim=True)
         a3, b3 = a2 - p.muscle_mm, b2 - p.muscle_mm
         for t in p.ribs:  # ribs in the muscle layer, anterior half
-            ellipse((a3 + 5) * np.cos(t), (b3 + 5) * np.sin(t), 9, 3.5, t + np.pi / 2, tex(c["bone"], 0.1))
+            ellipse((a3 + 5) * np.cos(t), (b3 + 5) * np.sin(t), 9, 3.5, t + np.pi / 2, "bone", tex(c["bone"], 0.1))
         # thoracic and abdominal cavity: soft tissue, then clutter (vessels, bowel, fat)
-        ellipse(0, 0, a3, b3, 0, tex(1.2 * c["muscle"], 0.05, 0.08))
+        ellipse(0, 0, a3, b3, 0, "soft", tex(1.2 * c["muscle"], 0.05, 0.08))
         for ux, uy, ca, cb, ang, val in p.clutter:
-            ellipse(0.75 * a3 * ux, 0.75 * b3 * uy, ca, cb, ang, tex(val * c["blood"], 0.1, 0.1))
+            ellipse(0.75 * a3 * ux, 0.75 * b3 * uy, ca, cb, ang, "clutter", tex(val * c["blood"], 0.1, 0.1), rim=val > 0.6)
         # lungs (pushed aside by the heart), shrinking toward the apex where the liver rises
         lung = 1.0 - 0.35 * z
         heart_r = p.lv_endo_mm + p.lv_wall_mm
@@ -241,28 +256,28 @@ class PhantomGenerator:
             lx, ly = side * 0.5 * a3, -0.05 * b3
             la, lb = 0.42 * a3 * lung, 0.7 * b3 * lung
             d = np.maximum(_ellipse_distance(x, y, lx, ly, la, lb, side * 0.25), heart_gap)
-            _paint(img, _edge_alpha(d, px), tex(c["lung"], 0.3, 0.2))
+            _paint(img, _edge_alpha(d, px), tex(c["lung"], 0.3, 0.2), lab, LABELS["lung"])
             for vx, vy, vr in p.lung_vessels:
-                ellipse(lx + 0.8 * la * vx, ly + 0.8 * lb * vy, vr, vr, 0, c["vessel"], inside=d)
+                ellipse(lx + 0.8 * la * vx, ly + 0.8 * lb * vy, vr, vr, 0, "vessel", c["vessel"], inside=d)
         # liver and stomach appear from mid-ventricle to the apex
         lx, ly, la, lb, lang = p.liver
         grow = float(np.clip((z - 0.25) / 0.5, 0, 1))
         if grow > 0:
             la, lb = la * (0.4 + 0.6 * grow), lb * (0.4 + 0.6 * grow)
             d = _ellipse_distance(x, y, lx, ly, la, lb, lang)
-            _paint(img, _edge_alpha(d, px), tex(c["liver"], 0.07, 0.05))
+            _paint(img, _edge_alpha(d, px), tex(c["liver"], 0.07, 0.05), lab, LABELS["liver"])
             for vx, vy, vr in p.liver_vessels:
-                ellipse(lx + 0.6 * la * vx, ly + 0.6 * lb * vy, vr, vr, 0, c["vessel"], inside=d)
+                ellipse(lx + 0.6 * la * vx, ly + 0.6 * lb * vy, vr, vr, 0, "vessel", c["vessel"], inside=d)
             sx, sy, sa, sb, sang = p.stomach
-            ellipse(sx, sy, sa * grow, sb * grow, sang, tex(c["stomach"], 0.1, 0.2))
+            ellipse(sx, sy, sa * grow, sb * grow, sang, "stomach", tex(c["stomach"], 0.1, 0.2))
         # spine, paraspinal muscles, spinal canal, descending aorta
         sy = b3 - 25
         for side in (-1, 1):
-            ellipse(side * 28, sy + 10, 22, 16, 0, tex(c["muscle"], 0.08))
-        ellipse(0, sy - 8, 17, 15, 0, tex(c["bone"], 0.15, 0.1))
-        ellipse(0, sy + 15, 7, 6, 0, c["csf"])
-        ellipse(24, sy - 30, 11, 11, 0, tex(c["blood"], 0.0, 0.05))
-        return img
+            ellipse(side * 28, sy + 10, 22, 16, 0, "muscle", tex(c["muscle"], 0.08))
+        ellipse(0, sy - 8, 17, 15, 0, "bone", tex(c["bone"], 0.15, 0.1))
+        ellipse(0, sy + 15, 7, 6, 0, "csf", c["csf"])
+        ellipse(24, sy - 30, 11, 11, 0, "blood", tex(c["blood"], 0.0, 0.05))
+        return img, lab
 
     def _heart_layers(self, p: _Patient, z: float, t: float, x, y):
         """Heart shapes at slice position z and cycle phase t on grid (x, y), as (alpha, tissue) layers."""
@@ -283,7 +298,9 @@ class PhantomGenerator:
         for ang, fa, fb, rot in p.epi_fat:
             fx = cx + (r_epi + 0.5 * fa) * np.cos(ang)
             fy = cy + (r_epi + 0.5 * fa) * np.sin(ang)
-            layers.append((_ellipse_distance(x, y, fx, fy, fb * taper + 1, fa, ang + np.pi / 2), "fat"))
+            d_fat = _ellipse_distance(x, y, fx, fy, fb * taper + 1, fa, ang + np.pi / 2)
+            layers.append((d_fat - 1.4, "rim"))
+            layers.append((d_fat, "fat"))
         # right ventricle: wall then blood pool; the LV drawn on top makes the crescent
         rv_size = p.rv_scale * max(0.0, 1.0 - z) ** 0.6
         if rv_size > 0.05:
@@ -327,20 +344,27 @@ class PhantomGenerator:
     def _coil(self, p: _Patient) -> np.ndarray:
         x, y = self._frame(p, self.x, self.y)
         _, b = p.body_ab
-        field = 0.45 + 0.9 * np.exp(-(y + b) / 70.0) + 0.5 * np.exp(-(b - y) / 70.0)
+        la, aa, lp, ap = p.coil_depth  # anterior and posterior coil arrays: depth (mm) and gain
+        field = 0.3 + aa * np.exp(-(y + b) / la) + ap * np.exp(-(b - y) / lp)
         for cx, cy, w, amp in p.coil:
             field += amp * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * w**2))
         return field / field[np.hypot(x - p.heart_c[0], y - p.heart_c[1]) < 40].mean()
 
     # -- public -----------------------------------------------------------------
-    def study(self, index: int) -> Study:
-        """Render phantom patient ``index`` (deterministic given the generator's seed)."""
+    def study(self, index: int, labels: bool = False) -> Study:
+        """Render phantom patient ``index`` (deterministic given the generator's seed).
+
+        With ``labels=True``, ``meta["labels"]`` holds the tissue map
+        (slices, phases, H, W) with the codes of :data:`LABELS` (centre of the
+        slice thickness, before k-space formation).
+        """
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, index])
         p = _Patient(rng, cfg)
         coil = self._coil(p)
         image = np.zeros((cfg.slices, cfg.phases, cfg.size, cfg.size), np.float32)
         roi = np.zeros(image.shape, np.uint8)
+        label_maps = np.zeros(image.shape, np.uint8) if labels else None
         # heart bounding box on the fine grid, in the body frame
         bx, by = self._frame(p, self.x, self.y)
         box = np.hypot(bx - p.heart_c[0], by - p.heart_c[1]) < p.lv_endo_mm + p.lv_wall_mm + 55
@@ -351,22 +375,27 @@ class PhantomGenerator:
         values = {  # heart tissue intensities with texture, inside the box
             tissue: p.contrast[tissue] * (1 + (0.0 if tissue == "blood" else 0.04) * p.texture_fine[r0:r1, c0:c1]
                                           + 0.04 * p.texture_coarse[r0:r1, c0:c1])
-            for tissue in ("blood", "myocardium", "fat")
+            for tissue in ("blood", "myocardium", "fat", "rim")
         }
         dz = 1.0 / max(cfg.slices - 1, 1)
         thickness_frac = min(0.45, 0.3 * cfg.slice_thickness_mm / 10.0)
         for s in range(cfg.slices):
             z = s * dz
-            static = self._static(p, z)
+            static, static_lab = self._static(p, z)
             for f in range(cfg.phases):
                 t = f / cfg.phases
                 heart = np.zeros((r1 - r0, c1 - c0))
                 for zoff, weight in ((-thickness_frac * dz, 0.25), (0.0, 0.5), (thickness_frac * dz, 0.25)):
                     sub = static[r0:r1, c0:c1].copy()
+                    sub_lab = static_lab[r0:r1, c0:c1].copy() if (labels and zoff == 0.0) else None
                     layers, _ = self._heart_layers(p, min(max(z + zoff, 0.0), 1.0), t, hx, hy)
                     for dist, tissue in layers:
-                        _paint(sub, _edge_alpha(dist, self.pixel_mm), values[tissue])
+                        _paint(sub, _edge_alpha(dist, self.pixel_mm), values[tissue], sub_lab, LABELS[tissue])
                     heart += weight * sub
+                    if sub_lab is not None:
+                        fine_lab = static_lab.copy()
+                        fine_lab[r0:r1, c0:c1] = sub_lab
+                        label_maps[s, f] = fine_lab[1::2, 1::2]
                 fine = static.copy()
                 fine[r0:r1, c0:c1] = heart
                 image[s, f] = self._acquire(p, fine * coil)
@@ -379,7 +408,8 @@ class PhantomGenerator:
             roi=roi,
             has_roi=np.ones((cfg.slices, cfg.phases), bool),
             sources=np.full((cfg.slices, cfg.phases), f"phantom:seed={self.seed}:patient={index}", dtype=object),
-            meta={"ejection_fraction": float(p.ef), "snr": float(p.snr)},
+            meta={"ejection_fraction": float(p.ef), "snr": float(p.snr), "es_phase": float(p.es_phase),
+                  **({"labels": label_maps} if labels else {})},
         )
 
 
