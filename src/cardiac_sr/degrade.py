@@ -53,7 +53,7 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 def resize_cubic(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Cubic-spline resize of one 2D image (``skimage.transform.resize(order=3)``)."""
     return resize(np.asarray(image, np.float64), shape, order=3, mode="reflect",
-                  anti_aliasing=False, preserve_range=True)
+                  anti_aliasing=False, preserve_range=True, clip=False)
 
 
 def _check_scale(shape, scale: int):

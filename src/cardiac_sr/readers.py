@@ -48,9 +48,9 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def _require_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if str(path).strip() == "":
+    if path is None or str(path).strip() == "":
         raise CardiacSRError("empty input path")
+    path = Path(path)
     if not path.exists():
         raise CardiacSRError(f"{path}: no such file or folder")
     return path

@@ -1,0 +1,80 @@
+import numpy as np
+
+from cardiac_sr.phantom import LABELS, PhantomConfig, PhantomGenerator
+
+
+def test_same_seed_same_study_and_other_seed_differs():
+    cfg = PhantomConfig(slices=2, phases=2, size=128, spacing_mm=2.8)
+    a = PhantomGenerator(cfg, seed=5).study(1)
+    b = PhantomGenerator(cfg, seed=5).study(1)
+    c = PhantomGenerator(cfg, seed=6).study(1)
+    d = PhantomGenerator(cfg, seed=5).study(2)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.roi, b.roi)
+    assert not np.allclose(a.image, c.image)
+    assert not np.allclose(a.image, d.image)
+
+
+def test_shape_spacing_and_dtype(small_phantom):
+    st = small_phantom
+    assert st.image.shape == (3, 6, 256, 256)
+    assert st.image.dtype == np.float32
+    assert st.spacing == (1.4, 1.4, 10.0)
+    assert np.isfinite(st.image).all() and st.image.min() >= 0  # magnitude images
+
+
+def test_tissue_ordering_of_mean_intensities(small_phantom):
+    st, labels = small_phantom, small_phantom.meta["labels"]
+
+    def mean(name):
+        m = labels == LABELS[name]
+        assert m.sum() > 100, name
+        return float(st.image[m].mean())
+
+    blood, myo, lung, fat, liver = (mean(t) for t in ("blood", "myocardium", "lung", "fat", "liver"))
+    # bSSFP: bright blood and fat, grey myocardium and liver, dark lung
+    assert blood > 2 * myo
+    assert fat > 2 * myo
+    assert myo > 2 * lung
+    assert liver > 1.5 * lung
+
+
+def test_heart_mask_nonempty_and_inside_the_heart(small_phantom):
+    st, labels = small_phantom, small_phantom.meta["labels"]
+    areas = st.roi.reshape(st.n_slices, st.n_phases, -1).sum(-1)
+    assert (areas > 50).all()
+    inside = labels[st.roi.astype(bool)]
+    heart = np.isin(inside, [LABELS["blood"], LABELS["myocardium"]])
+    assert heart.mean() > 0.9
+
+
+def test_heart_contracts_and_thickens_over_the_cycle(small_phantom):
+    st, labels = small_phantom, small_phantom.meta["labels"]
+    s = 1  # mid-ventricular slice
+    blood_in_roi = [np.sum((labels[s, t] == LABELS["blood"]) & (st.roi[s, t] > 0)) for t in range(st.n_phases)]
+    myo_in_roi = [np.sum((labels[s, t] == LABELS["myocardium"]) & (st.roi[s, t] > 0)) for t in range(st.n_phases)]
+    ed, es = blood_in_roi[0], min(blood_in_roi)
+    ef_area = 1 - es / ed
+    assert 0.2 < ef_area < 0.8, blood_in_roi  # a plausible ejection fraction
+    # the myocardial area is roughly conserved, so the wall thickens as the cavity shrinks
+    assert max(myo_in_roi) / min(myo_in_roi) < 1.35
+    # the images move across phases
+    assert np.abs(st.image[s, 0] - st.image[s, st.n_phases // 3]).mean() > 0.005
+
+
+def test_snr_controls_background_noise():
+    lo = PhantomGenerator(PhantomConfig(slices=1, phases=1, snr=10.0), seed=2).study(0)
+    hi = PhantomGenerator(PhantomConfig(slices=1, phases=1, snr=100.0), seed=2).study(0)
+    corner = (0, 0, slice(0, 12), slice(100, 156))  # outside the body, inside the FOV
+    assert lo.image[corner].std() > 3 * hi.image[corner].std()
+
+
+def test_band_limited_by_finite_kspace(small_phantom):
+    # the image is formed through an apodised, truncated k-space: the outer band is (almost) empty
+    k = np.abs(np.fft.fftshift(np.fft.fft2(small_phantom.image[1, 0]))) ** 2
+    n = k.shape[0]
+    yy, xx = np.mgrid[:n, :n] - n // 2
+    r = np.hypot(yy, xx)
+    centre = k[r < n * 0.25].mean()
+    edge = k[(np.abs(yy) > 0.49 * n) | (np.abs(xx) > 0.49 * n)].mean()
+    assert edge < 1e-3 * centre

@@ -1,0 +1,176 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cardiac_sr import prepare as prep_mod
+from cardiac_sr.cli import main
+from cardiac_sr.degrade import degrade
+from cardiac_sr.errors import CardiacSRError
+from cardiac_sr.prepare import (
+    crop_or_pad, fit_normalisation, load_split, prepare, read_manifest, split_patients,
+)
+
+TINY = {
+    "source": "phantom",
+    "phantom": {"patients": 5, "slices": 2, "phases": 2, "size": 128, "spacing_mm": 2.8,
+                "slice_thickness_mm": 10.0, "snr": 40.0},
+    "seed": 3,
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "hr_size": 128,
+    "percentile": 99.5,
+    "workers": 1,
+}
+DEGRADE = {"method": "blur_bicubic", "scale": 4, "blur_sigma": 1.0, "window": "none", "noise_sigma": 0.0, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "prepared"
+    info = prepare(TINY, 4, out)
+    return out, info
+
+
+def test_split_has_no_leakage_and_is_seeded():
+    ids = [f"p{i:02d}" for i in range(20)]
+    a = split_patients(ids, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=1)
+    b = split_patients(ids, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=1)
+    c = split_patients(ids, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=2)
+    assert a == b and a != c
+    assert set(a) == set(ids)  # every patient in exactly one split (a dict cannot hold two)
+    counts = {s: sum(v == s for v in a.values()) for s in ("train", "val", "test")}
+    assert counts == {"train": 14, "val": 3, "test": 3}
+
+
+def test_split_errors():
+    with pytest.raises(CardiacSRError, match="sum to 1"):
+        split_patients(["a", "b", "c"], {"train": 0.5, "val": 0.2, "test": 0.2}, 0)
+    with pytest.raises(CardiacSRError, match="prepare.split.val"):
+        split_patients(["a", "b", "c"], {"train": 0.8, "test": 0.2}, 0)
+    with pytest.raises(CardiacSRError, match="no patient left"):
+        split_patients(["a", "b"], {"train": 0.0, "val": 0.5, "test": 0.5}, 0)
+    with pytest.raises(CardiacSRError, match="duplicate"):
+        split_patients(["a", "a", "b"], {"train": 0.6, "val": 0.2, "test": 0.2}, 0)
+
+
+def test_normalisation_percentile_and_inverse():
+    vol = np.linspace(0, 1000, 10001).reshape(1, 1, 1, -1).astype(np.float32)
+    norm = fit_normalisation(vol, 99.5)
+    assert norm.scale == pytest.approx(995.0)
+    x01 = norm.apply(vol)
+    assert x01.min() == 0 and x01.max() == 1 and x01.dtype == np.float32
+    np.testing.assert_allclose(norm.invert(x01)[vol < 995], vol[vol < 995], rtol=1e-5)
+    with pytest.raises(CardiacSRError, match="blank"):
+        fit_normalisation(np.zeros((2, 2)), 99.5, name="p7")
+    with pytest.raises(CardiacSRError, match="NaN"):
+        fit_normalisation(np.array([1.0, np.nan]), 99.5)
+
+
+def test_crop_or_pad():
+    a = np.arange(12 * 10, dtype=np.float32).reshape(12, 10)
+    b = crop_or_pad(a, 8)
+    assert b.shape == (8, 8) and b[0, 0] == a[2, 1]
+    c = crop_or_pad(a, 16)
+    assert c.shape == (16, 16) and c[2, 3] == a[0, 0] and c[0, 0] == 0
+
+
+def test_prepare_outputs(prepared):
+    out, info = prepared
+    assert info["splits"] == {"train": 12, "val": 4, "test": 4}
+    patients = info["patients"]
+    assert not (set(patients["train"]) & set(patients["test"]))
+    assert not (set(patients["train"]) & set(patients["val"]))
+    for split in ("train", "val", "test"):
+        hr = load_split(out, split)
+        assert hr.dtype == np.float32 and hr.shape[1:] == (128, 128)
+        assert hr.min() >= 0 and hr.max() <= 1
+        assert load_split(out, split, "roi").shape == hr.shape
+    rows = read_manifest(out)
+    assert len(rows) == 20
+    assert {r["split"] for r in rows if r["patient"] == rows[0]["patient"]} == {rows[0]["split"]}
+    assert float(rows[0]["intensity_scale"]) > 0 and rows[0]["source_file"].startswith("phantom:")
+    assert not list(out.parent.glob(".prepared.tmp-*"))
+
+
+def test_degrade_outputs(prepared, tmp_path):
+    out, _ = prepared
+    info = degrade(DEGRADE, out, tmp_path / "degraded")
+    assert info["shapes"]["train"] == {"hr": [12, 128, 128], "lr": [12, 32, 32]}
+    lr = load_split(tmp_path / "degraded", "test", "lr")
+    up = load_split(tmp_path / "degraded", "test", "bicubic")
+    assert lr.dtype == np.float32 and lr.shape == (4, 32, 32) and up.shape == (4, 128, 128)
+    ks = degrade({**DEGRADE, "method": "kspace", "window": "hann"}, out, tmp_path / "k")
+    assert ks["method"] == "kspace"
+    with pytest.raises(CardiacSRError, match="degrade.method.*blur_bicubic, kspace"):
+        degrade({**DEGRADE, "method": "magic"}, out, tmp_path / "x")
+    with pytest.raises(CardiacSRError, match="missing param 'degrade.scale'"):
+        degrade({k: v for k, v in DEGRADE.items() if k != "scale"}, out, tmp_path / "x")
+
+
+def test_prepare_real_dicom(sunnybrook, tmp_path):
+    params = {**TINY, "source": "dicom", "path": str(sunnybrook), "hr_size": 256,
+              "split": {"train": 0.5, "val": 0.0, "test": 0.5}}
+    info = prepare(params, 4, tmp_path / "p")
+    assert sum(info["splits"].values()) == 12 * 20 + 13 * 20
+    rows = read_manifest(tmp_path / "p")
+    assert sum(int(r["has_roi"]) for r in rows) == 18
+    assert rows[0]["source_file"].endswith(".dcm")
+
+
+def test_interrupted_prepare_leaves_previous_output_intact(prepared, tmp_path, monkeypatch):
+    out = tmp_path / "prepared"
+    prepare(TINY, 4, out)
+    before = (out / "manifest.csv").read_bytes()
+    calls = {"n": 0}
+    real_save = np.save
+
+    def failing_save(path, arr, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_save(path, arr, *a, **k)
+
+    monkeypatch.setattr(prep_mod.np, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        prepare({**TINY, "seed": 99}, 4, out)
+    assert (out / "manifest.csv").read_bytes() == before
+    assert not list(tmp_path.glob(".prepared.tmp-*"))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({**TINY, "source": "png"}, "unknown value 'png' for 'prepare.source'; valid values: phantom, dicom, nifti"),
+    ({k: v for k, v in TINY.items() if k != "percentile"}, "missing param 'prepare.percentile'"),
+    ({**TINY, "phantom": {"patients": 2}}, "missing param 'prepare.phantom.slices'"),
+    ({**TINY, "hr_size": 130}, "multiple of degrade.scale"),
+    ({**TINY, "source": "dicom", "path": None}, "needs a path"),
+    ({**TINY, "source": "dicom", "path": "/nonexistent/study"}, "/nonexistent/study: no such file"),
+])
+def test_prepare_errors(params, message, tmp_path):
+    with pytest.raises(CardiacSRError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        prepare(params, 4, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
+def test_cli_inspect_sunnybrook(sunnybrook, capsys):
+    assert main(["inspect", str(sunnybrook), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["slices"], r["phases"]) for r in rows] == [(12, 20), (13, 20)]
+    assert all(r["spacing_mm"][:2] == [1.367, 1.367] for r in rows)
+    assert main(["inspect", str(sunnybrook)]) == 0
+    table = capsys.readouterr().out
+    assert "SCD0000101" in table and "1.367/1.367/10.000" in table
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cardiac-sr: error:") and "missing: no such file" in err and "Traceback" not in err
+
+
+def test_cli_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("inspect", "prepare", "degrade"):
+        assert cmd in out

@@ -1,0 +1,186 @@
+import shutil
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from cardiac_sr.errors import CardiacSRError
+from cardiac_sr.readers import read_dicom, read_nifti, read_nifti_file
+
+
+def _copy_images(src, dst, n=None, rename=False):
+    dst.mkdir(parents=True, exist_ok=True)
+    files = sorted(src.glob("*.dcm"), key=lambda p: int(p.stem))[:n]
+    for i, f in enumerate(files):
+        name = f"img_{(i * 7919) % 100003:06d}" if rename else f.name  # arbitrary names, no suffix
+        shutil.copy(f, dst / name)
+    return files
+
+
+# ---------------------------------------------------------------- Sunnybrook
+def test_sunnybrook_geometry(sunnybrook_studies):
+    a, b = sunnybrook_studies["SCD0000101"], sunnybrook_studies["SCD0000201"]
+    assert (a.n_slices, a.n_phases) == (12, 20)
+    assert (b.n_slices, b.n_phases) == (13, 20)
+    for st in (a, b):
+        assert st.shape2d == (256, 256)
+        assert st.spacing[0] == pytest.approx(1.367, abs=1e-3)
+        assert st.spacing[1] == pytest.approx(1.367, abs=1e-3)
+        assert st.spacing[2] == pytest.approx(10.0, abs=0.05)  # from positions, not SliceLocation
+        assert st.image.dtype == np.float32 and st.image.min() >= 0
+
+
+def test_sunnybrook_phases_ordered_by_trigger_time(sunnybrook_studies):
+    for st in sunnybrook_studies.values():
+        tt = np.asarray(st.meta["trigger_times_ms"])
+        assert (np.diff(tt, axis=1) > 0).all()
+        pos = np.asarray(st.meta["slice_positions_mm"])
+        assert (np.diff(pos) > 0).all()
+
+
+def test_sunnybrook_contours_become_roi_masks(sunnybrook_studies, sunnybrook):
+    st = sunnybrook_studies["SCD0000101"]
+    assert st.has_roi.sum() == len(list((sunnybrook / "contours/SC-HF-I-1/o-contours").glob("*.txt")))
+    s, t = map(int, np.argwhere(st.has_roi)[0])
+    mask = st.roi[s, t].astype(bool)
+    assert 300 < mask.sum() < 10000  # an LV epicardium a few cm across
+    # the filled o-contour sits on the image it was drawn on: the file's InstanceNumber matches
+    ds = pydicom.dcmread(st.sources[s, t], stop_before_pixels=True)
+    assert (sunnybrook / f"contours/SC-HF-I-1/o-contours/IM-0001-{int(ds.InstanceNumber):04d}-ocontour-manual.txt").is_file()
+    # blood pool and myocardium inside are brighter than the dark lung far away
+    assert st.image[s, t][mask].mean() > st.image[s, t].mean()
+
+
+def test_file_names_are_not_trusted(tmp_path, sunnybrook, sunnybrook_studies):
+    _copy_images(sunnybrook / "SCD0000101", tmp_path / "x", rename=True)
+    (st,) = read_dicom(tmp_path / "x")
+    ref = sunnybrook_studies["SCD0000101"]
+    np.testing.assert_array_equal(st.image, ref.image)
+
+
+def test_rescale_slope_and_intercept_are_applied(tmp_path, sunnybrook):
+    files = _copy_images(sunnybrook / "SCD0000101", tmp_path / "a", n=40)
+    for f in (tmp_path / "a").glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.RescaleSlope, ds.RescaleIntercept = 2, -5
+        ds.save_as(f)
+    (st,) = read_dicom(tmp_path / "a")
+    raw = pydicom.dcmread(files[0]).pixel_array.astype(np.float32)
+    flat = st.image.reshape(-1, *st.shape2d)
+    assert any(np.array_equal(img, raw * 2 - 5) for img in flat)
+
+
+def test_root_of_patient_folders_and_single_study(tmp_path, sunnybrook):
+    _copy_images(sunnybrook / "SCD0000101", tmp_path / "root" / "p1", n=40)
+    _copy_images(sunnybrook / "SCD0000201", tmp_path / "root" / "p2", n=40)
+    studies = read_dicom(tmp_path / "root")
+    assert [s.patient_id for s in studies] == ["SCD0000101", "SCD0000201"]
+    assert len(read_dicom(tmp_path / "root" / "p1")) == 1
+
+
+# ---------------------------------------------------------------- DICOM errors
+def test_missing_and_empty_paths(tmp_path):
+    with pytest.raises(CardiacSRError, match="no such file"):
+        read_dicom(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CardiacSRError, match="empty"):
+        read_dicom(tmp_path / "empty")
+    with pytest.raises(CardiacSRError, match="empty input path"):
+        read_dicom("")
+
+
+def test_folder_without_dicom(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("hello")
+    with pytest.raises(CardiacSRError, match="no DICOM files"):
+        read_dicom(tmp_path / "d")
+
+
+def test_only_corrupt_dicom_is_an_error(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "1.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 10)
+    with pytest.warns(UserWarning, match="1.dcm"), pytest.raises(CardiacSRError, match="no readable DICOM"):
+        read_dicom(tmp_path / "d")
+
+
+def test_corrupt_dicom_among_good_is_skipped_with_warning_or_fails_strict(tmp_path, sunnybrook):
+    _copy_images(sunnybrook / "SCD0000101", tmp_path / "d", n=40)
+    bad = tmp_path / "d" / "5.dcm"
+    bad.write_bytes(bad.read_bytes()[:600])  # truncated: header only
+    with pytest.warns(UserWarning, match=r"5\.dcm"):
+        (st,) = read_dicom(tmp_path / "d")
+    assert st.image.shape[0] * st.image.shape[1] <= 39
+    with pytest.raises(CardiacSRError, match=r"5\.dcm"):
+        read_dicom(tmp_path / "d", strict=True)
+
+
+def test_rgb_dicom_is_a_clear_error(tmp_path, sunnybrook):
+    _copy_images(sunnybrook / "SCD0000101", tmp_path / "d", n=3)
+    f = tmp_path / "d" / "2.dcm"
+    ds = pydicom.dcmread(f)
+    rgb = np.zeros((ds.Rows, ds.Columns, 3), np.uint8)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(f)
+    with pytest.raises(CardiacSRError, match=r"2\.dcm.*colour"):
+        read_dicom(tmp_path / "d")
+
+
+def test_non_dicom_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "slice.png"
+    f.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    with pytest.raises(CardiacSRError, match="slice.png.*not a DICOM"):
+        read_dicom(f)
+
+
+# ---------------------------------------------------------------- NIfTI
+def _write_nifti(path, data, zooms):
+    img = nib.Nifti1Image(data, np.diag(list(zooms[:3]) + [1.0]))
+    img.header.set_zooms(zooms)
+    nib.save(img, str(path))
+
+
+def test_nifti_4d_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.random((40, 48, 5, 7)).astype(np.float32)
+    _write_nifti(tmp_path / "patient001_4d.nii.gz", data, (1.5, 1.25, 8.0, 30.0))
+    st = read_nifti_file(tmp_path / "patient001_4d.nii.gz")
+    assert st.patient_id == "patient001"
+    assert st.image.shape == (5, 7, 40, 48)
+    assert st.spacing == pytest.approx((1.5, 1.25, 8.0))
+    np.testing.assert_array_equal(st.image[2, 3], data[:, :, 2, 3])
+
+
+def test_nifti_3d_and_folder_layouts(tmp_path):
+    data = np.ones((32, 32, 4), np.int16)
+    _write_nifti(tmp_path / "A_sa.nii.gz", data, (1.2, 1.2, 10.0))
+    _write_nifti(tmp_path / "A_sa_gt.nii.gz", data, (1.2, 1.2, 10.0))  # labels: skipped
+    _write_nifti(tmp_path / "B_sa.nii", data * 3, (1.2, 1.2, 10.0))
+    studies = read_nifti(tmp_path)
+    assert sorted(s.patient_id for s in studies) == ["A", "B"]
+    assert studies[0].image.shape == (4, 1, 32, 32)
+
+
+def test_nifti_errors(tmp_path):
+    _write_nifti(tmp_path / "five.nii.gz", np.zeros((16, 16, 2, 2, 2), np.float32), (1, 1, 1, 1, 1))
+    with pytest.raises(CardiacSRError, match="five.nii.gz.*5 dimensions"):
+        read_nifti(tmp_path / "five.nii.gz")
+    rgb_type = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+    img = nib.Nifti1Image(np.zeros((16, 16, 2), rgb_type), np.eye(4))
+    nib.save(img, str(tmp_path / "rgb.nii"))
+    with pytest.raises(CardiacSRError, match="rgb.nii.*RGB"):
+        read_nifti(tmp_path / "rgb.nii")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti at all")
+    with pytest.raises(CardiacSRError, match="broken.nii.gz.*not a readable NIfTI"):
+        read_nifti(tmp_path / "broken.nii.gz")
+
+
+def test_corrupt_nifti_among_good_is_skipped_with_warning(tmp_path):
+    _write_nifti(tmp_path / "good_4d.nii.gz", np.ones((16, 16, 2, 3), np.float32), (1, 1, 1, 1))
+    (tmp_path / "bad_4d.nii.gz").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="bad_4d.nii.gz"):
+        studies = read_nifti(tmp_path)
+    assert [s.patient_id for s in studies] == ["good"]
+    with pytest.raises(CardiacSRError, match="bad_4d"):
+        read_nifti(tmp_path, strict=True)
