@@ -28,3 +28,43 @@ def small_phantom():
 
     cfg = PhantomConfig(slices=3, phases=6)
     return PhantomGenerator(cfg, seed=11).study(0, labels=True)
+
+
+TINY_PREPARE = {
+    "source": "phantom",
+    "phantom": {"patients": 5, "slices": 2, "phases": 2, "size": 128, "spacing_mm": 2.8,
+                "slice_thickness_mm": 10.0, "snr": 40.0},
+    "seed": 3,
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "hr_size": 128,
+    "percentile": 99.5,
+    "workers": 1,
+}
+TINY_DEGRADE = {"method": "blur_bicubic", "scale": 4, "blur_sigma": 1.0, "window": "none",
+                "noise_sigma": 0.0, "seed": 1}
+TINY_TRAIN = {
+    "optimizer": "adam", "learning_rate": 0.001, "batch_size": 4, "patch_size": 32, "epochs": 2,
+    "steps_per_epoch": 3, "val_slices": 2, "val_batches": 1, "seed": 5, "strategy": "default",
+    "mixed_precision": False, "jit_compile": False, "filters": 8, "res_blocks": 1, "head_kernel": 9,
+    "kernel": 3, "up_kernel": 3, "output_kernel": 9, "batch_norm": False, "global_skip": True,
+    "perceptual": {"layer": "block2_conv2", "weights": "hed", "pixel_weight": 0.0},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A tiny prepared + degraded phantom dataset: (prepared_dir, degraded_dir)."""
+    from cardiac_sr.degrade import degrade
+    from cardiac_sr.prepare import prepare
+
+    root = tmp_path_factory.mktemp("tiny")
+    prepare(TINY_PREPARE, 4, root / "prepared")
+    degrade(TINY_DEGRADE, root / "prepared", root / "degraded")
+    return root / "prepared", root / "degraded"
+
+
+@pytest.fixture
+def tiny_params():
+    import copy
+
+    return {"degrade": dict(TINY_DEGRADE), "train": copy.deepcopy(TINY_TRAIN), "models": {}}

@@ -1,0 +1,378 @@
+"""Training one generator: data pipeline, strategy, checkpoints, resume, logs.
+
+:func:`train_model` is the whole ``train`` stage for one model of the matrix
+(``perceptual-TS``, ``perceptual-NN``, ``mse-TS``, ``mse-NN``):
+
+* random HR patches (``patch_size``) and the matching LR patches from the
+  ``degrade`` output, with flips/rot90, drawn with stateless random ops
+  seeded by (seed, step): the input stream is a pure function of the step,
+  so a resumed run sees exactly the batches an uninterrupted one would;
+* ``model.fit`` with a loss *object* (:mod:`cardiac_sr.losses`), Adam,
+  validation loss on fixed val patches and validation PSNR/SSIM on whole val
+  slices every epoch, logged by dvclive's Keras callback under
+  ``dvclive/<model>/``;
+* a checkpoint after every epoch in ``scratch/train/<model>/`` (weights,
+  optimiser state, the dvclive folder, and a fingerprint of params and data):
+  a re-run after a kill continues from the last finished epoch when the
+  fingerprint matches, and starts over otherwise;
+* op determinism on, so the same params and seed give the same weights on
+  the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CardiacSRError
+from .fileio import atomic_dir, atomic_file, write_json
+from .params import choice
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = ("perceptual-TS", "perceptual-NN", "mse-TS", "mse-NN")
+STRATEGIES = ("auto", "default", "mirrored")
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``'mse-TS'`` -> ``('mse', 'TS')``, with a clear error for anything else."""
+    choice(name, MODEL_NAMES, "model name", source="train")
+    loss, upsampling = name.split("-")
+    return loss, upsampling
+
+
+def model_config(params: dict, name: str) -> dict:
+    """Shared ``train`` params overridden by the model's own ``models.<name>`` entry."""
+    if "train" not in params:
+        raise CardiacSRError("params.yaml: missing param 'train'")
+    own = (params.get("models") or {}).get(name) or {}
+    cfg = {**params["train"], **own}
+    for key in ("batch_size", "patch_size", "epochs", "steps_per_epoch", "learning_rate", "seed"):
+        if key not in cfg:
+            raise CardiacSRError(f"params.yaml: missing param 'train.{key}' (or 'models.{name}.{key}')")
+    cfg["scale"] = int(params.get("degrade", {}).get("scale", 4))
+    if cfg["patch_size"] % cfg["scale"]:
+        raise CardiacSRError(f"params.yaml: train.patch_size {cfg['patch_size']} is not a multiple of "
+                             f"degrade.scale {cfg['scale']}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_pairs(prepared_dir: str | Path, degraded_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """HR (N, H, W) and LR (N, H/s, W/s) float32 arrays of one split."""
+    from .prepare import load_split
+
+    hr = load_split(prepared_dir, split, "hr")
+    path = Path(degraded_dir) / f"{split}_lr.npy"
+    if not path.is_file():
+        raise CardiacSRError(f"{path}: not found; run the degrade stage first (dvc repro degrade)")
+    lr = np.load(path)
+    if len(lr) != len(hr):
+        raise CardiacSRError(f"{path}: {len(lr)} LR slices but {len(hr)} HR slices; re-run dvc repro degrade")
+    return hr, lr
+
+
+def patch_dataset(hr: np.ndarray, lr: np.ndarray, scale: int, patch_size: int, batch_size: int,
+                  seed: int, start_step: int = 0, steps: int | None = None):
+    """tf.data of (LR, HR) patch batches; batch ``k`` depends only on (seed, k)."""
+    import tensorflow as tf
+
+    n, h, w = lr.shape
+    lp = patch_size // scale
+    if lp > h or lp > w:
+        raise CardiacSRError(f"train.patch_size {patch_size} is larger than the HR slices ({h * scale})")
+    hr_t = tf.constant(hr[..., None])
+    lr_t = tf.constant(lr[..., None])
+
+    def one_patch(step, j):
+        s = tf.stack([tf.cast(seed, tf.int64), step * 100_003 + j])
+        r = tf.random.stateless_uniform([5], seed=s, minval=0, maxval=1 << 30, dtype=tf.int64)
+        i = r[0] % n
+        y, x = r[1] % (h - lp + 1), r[2] % (w - lp + 1)
+        lo = lr_t[i, y:y + lp, x:x + lp]
+        hi = hr_t[i, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale]
+        k = tf.cast(r[3] % 4, tf.int32)
+        lo, hi = tf.image.rot90(lo, k), tf.image.rot90(hi, k)
+        flip = r[4] % 2 == 1
+        lo = tf.cond(flip, lambda: tf.image.flip_left_right(lo), lambda: lo)
+        hi = tf.cond(flip, lambda: tf.image.flip_left_right(hi), lambda: hi)
+        return lo, hi
+
+    def batch(step):
+        js = tf.range(batch_size, dtype=tf.int64)
+        lo, hi = tf.map_fn(lambda j: one_patch(step, j), js, fn_output_signature=(tf.float32, tf.float32))
+        return tf.ensure_shape(lo, [batch_size, lp, lp, 1]), tf.ensure_shape(hi, [batch_size, patch_size, patch_size, 1])
+
+    end = start_step + steps if steps is not None else np.iinfo(np.int64).max
+    ds = tf.data.Dataset.range(start_step, end).map(batch, num_parallel_calls=2, deterministic=True).prefetch(2)
+    # tf.data's autotuner cost up to 2x on 2-core machines (notes/cpu-performance.md): fixed small pools.
+    opts = tf.data.Options()
+    opts.autotune.enabled = False
+    opts.threading.private_threadpool_size = 2
+    opts.deterministic = True
+    return ds.with_options(opts)
+
+
+# ----------------------------------------------------------------------------- runtime
+
+def configure_runtime(cfg: dict) -> None:
+    """Seeds, op determinism, threads, mixed precision: call before building models."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(int(cfg["seed"]))
+    if cfg.get("deterministic", True):
+        tf.config.experimental.enable_op_determinism()
+    policy = "mixed_float16" if cfg.get("mixed_precision", False) else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def make_strategy(name: str):
+    """``auto``: MirroredStrategy over all GPUs when more than one is visible, else the default.
+
+    ``mirrored``: MirroredStrategy over all GPUs, or over all logical CPUs when
+    there is no GPU (how the tests exercise it).  ``default``: one device.
+    """
+    import tensorflow as tf
+
+    choice(name, STRATEGIES, "train.strategy")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def fingerprint(cfg: dict, files: list[Path]) -> str:
+    """Hash of the training params and the training data files (for safe resume)."""
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for f in files:
+        st = Path(f).stat()
+        h.update(f"{Path(f).name}:{st.st_size}".encode())
+        with open(f, "rb") as fh:  # head + tail is enough to tell datasets apart, and fast
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, st.st_size - (1 << 20)))
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+def _make_callbacks():
+    """Keras callbacks, defined lazily so importing this module stays TF-free."""
+    import keras
+
+    class Validation(keras.callbacks.Callback):
+        """Adds val_psnr / val_ssim (whole val slices, [0, 1], data_range 1) to the epoch logs."""
+
+        def __init__(self, lr, hr, batch_size=8):
+            super().__init__()
+            self.lr, self.hr, self.bs = lr[..., None], hr, batch_size
+
+        def on_epoch_end(self, epoch, logs=None):
+            from .metrics import psnr, ssim
+
+            sr = predict_array(self.model, self.lr, self.bs)
+            logs["val_psnr"] = float(np.mean([psnr(a, b) for a, b in zip(self.hr, sr)]))
+            logs["val_ssim"] = float(np.mean([ssim(a, b) for a, b in zip(self.hr, sr)]))
+
+    class Progress(keras.callbacks.Callback):
+        """One log line about every ``every`` seconds: epoch, step, loss, ETA (works in any terminal/CI)."""
+
+        def __init__(self, name, epochs, steps, first_epoch, every=20.0):
+            super().__init__()
+            self.name, self.epochs, self.steps, self.every = name, epochs, steps, every
+            self.total = (epochs - first_epoch) * steps
+            self.done = 0
+
+        def on_train_begin(self, logs=None):
+            self.t0 = self.last = time.time()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.t_epoch = epoch, time.time()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.done += 1
+            now = time.time()
+            if now - self.last >= self.every or batch + 1 == self.steps:
+                self.last = now
+                eta = (now - self.t0) / self.done * (self.total - self.done)
+                log.info("%s epoch %d/%d step %d/%d loss %.5g  ETA %s", self.name, self.epoch + 1, self.epochs,
+                         batch + 1, self.steps, float(logs.get("loss", np.nan)), _fmt_time(eta))
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["epoch_seconds"] = time.time() - self.t_epoch
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "loss")
+            log.info("%s epoch %d/%d done in %s: loss %.5g, %s", self.name, epoch + 1, self.epochs,
+                     _fmt_time(logs["epoch_seconds"]), float(logs.get("loss", np.nan)), shown)
+
+    class Checkpoint(keras.callbacks.Callback):
+        """After each epoch: weights, optimiser state, dvclive logs, state.json (atomically)."""
+
+        def __init__(self, folder, live_dir, fp, stop_after=None):
+            super().__init__()
+            self.folder, self.live_dir, self.fp, self.stop_after = Path(folder), Path(live_dir), fp, stop_after
+
+        def on_epoch_end(self, epoch, logs=None):
+            save_checkpoint(self.folder, self.model, self.live_dir, epoch + 1, self.fp)
+            if self.stop_after is not None and epoch + 1 >= self.stop_after:
+                # used by the resume test: behaves like a kill right after a checkpoint
+                raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (CARDIAC_SR_STOP_AFTER_EPOCH)")
+
+    return Validation, Progress, Checkpoint
+
+
+def _bicubic_psnr(lr: np.ndarray, hr: np.ndarray, scale: int) -> float:
+    """The bicubic baseline's mean PSNR on the same val slices as val_psnr (for comparison in the logs)."""
+    from .degrade import upsample_bicubic
+    from .metrics import psnr
+
+    return float(np.mean([psnr(h, upsample_bicubic(x, scale)) for x, h in zip(lr, hr)]))
+
+
+def _mean_epoch_seconds(live_dir: Path) -> float | None:
+    """Mean wall time per epoch over the whole run (also across a resume), from the dvclive log."""
+    tsv = Path(live_dir) / "plots" / "metrics" / "train" / "epoch_seconds.tsv"  # dvclive's layout
+    if not tsv.is_file():
+        return None
+    values = np.loadtxt(tsv, delimiter="\t", skiprows=1, ndmin=2)[:, -1]
+    return round(float(values.mean()), 2)
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def predict_array(model, lr: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Run a generator over LR images (N, h, w, 1) in batches; returns (N, H, W) float32 (unclipped)."""
+    out = [model.predict_on_batch(lr[i:i + batch_size]) for i in range(0, len(lr), batch_size)]
+    return np.concatenate(out)[..., 0].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(folder: Path, model, live_dir: Path, epochs_done: int, fp: str) -> None:
+    with atomic_dir(folder) as tmp:
+        model.save_weights(tmp / "model.weights.h5")
+        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in model.optimizer.variables])
+        if live_dir.exists():
+            shutil.copytree(live_dir, tmp / "dvclive")
+        (tmp / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "fingerprint": fp}) + "\n")
+
+
+def restore_checkpoint(folder: Path, model, live_dir: Path, fp: str) -> int:
+    """Load the checkpoint into ``model`` if it matches ``fp``; returns the epochs already done."""
+    state_file = folder / "state.json"
+    if not state_file.is_file():
+        return 0
+    state = json.loads(state_file.read_text())
+    if state.get("fingerprint") != fp:
+        log.info("checkpoint %s is for other params or data: starting over", folder)
+        return 0
+    model.load_weights(folder / "model.weights.h5")
+    saved = np.load(folder / "optimizer.npz")
+    variables = model.optimizer.variables
+    if len(saved.files) != len(variables):
+        log.warning("checkpoint %s: optimiser state does not match, starting over", folder)
+        return 0
+    for v, key in zip(variables, saved.files):
+        v.assign(saved[key])
+    if (folder / "dvclive").exists():
+        shutil.rmtree(live_dir, ignore_errors=True)
+        shutil.copytree(folder / "dvclive", live_dir)
+    return int(state["epochs_done"])
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded",
+                model_path=None, live_dir=None, summary_path=None, scratch_dir="scratch/train") -> dict:
+    """Train one of the four models; write the ``.keras`` file and dvclive logs; return a summary."""
+    import keras
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    from .losses import make_loss
+    from .models import build_generator, generator_kwargs
+
+    loss_name, upsampling = split_model_name(name)
+    cfg = model_config(params, name)
+    choice(str(cfg.get("optimizer", "adam")).lower(), ("adam",), "train.optimizer")
+    model_path = Path(model_path or f"models/{name}.keras")
+    live_dir = Path(live_dir or f"dvclive/{name}")
+    ckpt_dir = Path(scratch_dir) / name
+    configure_runtime(cfg)
+
+    hr, lr = load_pairs(prepared_dir, degraded_dir, "train")
+    vhr, vlr = load_pairs(prepared_dir, degraded_dir, "val")
+    vsel = np.linspace(0, len(vhr) - 1, min(int(cfg.get("val_slices", 32)), len(vhr))).astype(int)
+    fp = fingerprint({"name": name, **cfg}, [Path(prepared_dir) / "train_hr.npy", Path(degraded_dir) / "train_lr.npy"])
+
+    strategy = make_strategy(str(cfg.get("strategy", "auto")))
+    with strategy.scope():
+        model = build_generator(**generator_kwargs(cfg, upsampling, cfg["scale"]), name=name)
+        model.compile(optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
+                      loss=make_loss(loss_name, cfg.get("perceptual")),
+                      jit_compile=bool(cfg.get("jit_compile", False)))
+        model.optimizer.build(model.trainable_variables)
+    n_params = int(model.count_params())
+
+    epochs, spe, bs = int(cfg["epochs"]), int(cfg["steps_per_epoch"]), int(cfg["batch_size"])
+    live_dir.parent.mkdir(parents=True, exist_ok=True)
+    start = restore_checkpoint(ckpt_dir, model, live_dir, fp)
+    if start:
+        log.info("%s: resuming from the checkpoint after epoch %d of %d", name, start, epochs)
+    else:
+        shutil.rmtree(live_dir, ignore_errors=True)
+    log.info("%s: %d parameters, %d epochs x %d steps x batch %d, patches %d px, strategy %s, %d replica(s)",
+             name, n_params, epochs, spe, bs, cfg["patch_size"], type(strategy).__name__,
+             strategy.num_replicas_in_sync)
+
+    seed = int(cfg["seed"])
+    train_ds = patch_dataset(hr, lr, cfg["scale"], cfg["patch_size"], bs, seed, start_step=start * spe)
+    val_ds = patch_dataset(vhr, vlr, cfg["scale"], cfg["patch_size"], bs, seed + 1, 0,
+                           int(cfg.get("val_batches", 4))).cache()
+    Validation, Progress, Checkpoint = _make_callbacks()
+    stop_after = os.environ.get("CARDIAC_SR_STOP_AFTER_EPOCH")
+    live = Live(dir=str(live_dir), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
+    if start:
+        live.step = start  # dvclive's resume leaves step 0 after one finished epoch; one step per epoch here
+    callbacks = [Validation(vlr[vsel], vhr[vsel]), Progress(name, epochs, spe, start),
+                 DVCLiveCallback(live=live), Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
+    t0 = time.time()
+    if start < epochs:
+        history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+                            validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
+        hist = history.history
+    else:
+        hist = {}
+        live.end()
+    train_seconds = time.time() - t0
+
+    # Publish a clean, uncompiled generator: no loss/optimiser inside, loads in safe mode anywhere.
+    clean = build_generator(**generator_kwargs(cfg, upsampling, cfg["scale"]), name=name)
+    clean.set_weights(model.get_weights())
+    with atomic_file(model_path, suffix=".keras") as tmp:
+        clean.save(tmp)
+    summary = {
+        "model": name, "loss": loss_name, "upsampling": upsampling, "parameters": n_params,
+        "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg["patch_size"],
+        "resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
+        "epoch_seconds": _mean_epoch_seconds(live_dir),
+        "final": {k: float(v[-1]) for k, v in hist.items()},
+        "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], cfg["scale"]),
+    }
+    write_json(summary_path or f"metrics/train/{name}.json", summary)
+    log.info("%s: trained in %s, saved %s", name, _fmt_time(train_seconds), model_path)
+    return summary

@@ -1,0 +1,121 @@
+"""The train stage: data pipeline, determinism, resume after a kill, tf.distribute, logs."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from cardiac_sr.degrade import blur_bicubic
+from cardiac_sr.errors import CardiacSRError
+from cardiac_sr.models import load_generator
+from cardiac_sr.train import load_pairs, model_config, patch_dataset, split_model_name, train_model
+
+from conftest import ROOT
+
+
+def _train(tmp_path, tiny_data, params, name="mse-TS", tag="run"):
+    prepared, degraded = tiny_data
+    out = tmp_path / tag
+    summary = train_model(name, params, prepared, degraded, model_path=out / f"{name}.keras",
+                          live_dir=out / "dvclive" / name, summary_path=out / "summary.json",
+                          scratch_dir=out / "scratch")
+    return out, summary
+
+
+def _weights(path):
+    return load_generator(path).get_weights()
+
+
+def test_patches_are_aligned_seeded_and_resumable(tiny_data):
+    hr, lr = load_pairs(*tiny_data, "train")
+    batches = list(patch_dataset(hr, lr, 4, 32, 3, seed=9, start_step=0, steps=3))
+    again = list(patch_dataset(hr, lr, 4, 32, 3, seed=9, start_step=2, steps=1))
+    np.testing.assert_array_equal(batches[2][1], again[0][1])
+    lo, hi = (np.asarray(t) for t in batches[0])
+    assert lo.shape == (3, 8, 8, 1) and hi.shape == (3, 32, 32, 1)
+    # the pair is aligned: degrading the HR patch gives the LR patch away from its border
+    # (flips/rot90 commute with the degradation)
+    deg = blur_bicubic(hi[0, ..., 0], 4)
+    assert np.abs(deg[2:-2, 2:-2] - lo[0, 2:-2, 2:-2, 0]).max() < 0.02
+
+
+def test_training_is_deterministic_and_logs(tmp_path, tiny_data, tiny_params, caplog):
+    caplog.set_level("INFO")
+    a, summary = _train(tmp_path, tiny_data, tiny_params, tag="a")
+    b, _ = _train(tmp_path, tiny_data, tiny_params, tag="b")
+    for x, y in zip(_weights(a / "mse-TS.keras"), _weights(b / "mse-TS.keras")):
+        np.testing.assert_array_equal(x, y)
+    assert any("ETA" in r.message and "step 3/3" in r.message for r in caplog.records)
+    assert summary["parameters"] > 0 and summary["epochs"] == 2 and summary["epoch_seconds"] > 0
+    rows = (a / "dvclive" / "mse-TS" / "plots" / "metrics" / "eval" / "psnr.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "psnr"] and len(rows) == 3  # dvclive: val_psnr -> eval/psnr
+    metrics = json.loads((a / "dvclive" / "mse-TS" / "metrics.json").read_text())
+    assert {"loss", "epoch_seconds"} <= set(metrics["train"]) and {"loss", "psnr", "ssim"} <= set(metrics["eval"])
+
+
+def test_interrupted_training_resumes(tmp_path, tiny_data, tiny_params, monkeypatch):
+    full, _ = _train(tmp_path, tiny_data, tiny_params, tag="full")
+    monkeypatch.setenv("CARDIAC_SR_STOP_AFTER_EPOCH", "1")
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, tiny_data, tiny_params, tag="killed")
+    assert not (tmp_path / "killed" / "mse-TS.keras").exists()
+    monkeypatch.delenv("CARDIAC_SR_STOP_AFTER_EPOCH")
+    _, summary = _train(tmp_path, tiny_data, tiny_params, tag="killed")
+    assert summary["resumed_from_epoch"] == 1
+    for x, y in zip(_weights(full / "mse-TS.keras"), _weights(tmp_path / "killed" / "mse-TS.keras")):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+    rows = (tmp_path / "killed" / "dvclive" / "mse-TS" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"]  # the log continues; no epoch twice
+    # other params: the checkpoint is not used
+    tiny_params["learning_rate"] = 0.002
+    tiny_params["train"]["learning_rate"] = 0.002
+    _, summary = _train(tmp_path, tiny_data, tiny_params, tag="killed")
+    assert summary["resumed_from_epoch"] == 0
+
+
+def test_perceptual_model_trains(tmp_path, tiny_data, tiny_params):
+    tiny_params["train"]["epochs"] = 1
+    out, summary = _train(tmp_path, tiny_data, tiny_params, name="perceptual-NN")
+    assert summary["loss"] == "perceptual" and np.isfinite(summary["final"]["loss"])
+    assert (out / "perceptual-NN.keras").is_file()
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data):
+    prepared, degraded = tiny_data
+    script = textwrap.dedent(f"""
+        import logging; logging.basicConfig(level=logging.INFO)
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from conftest import TINY_DEGRADE, TINY_TRAIN
+        from cardiac_sr.train import train_model
+        params = {{"degrade": TINY_DEGRADE, "train": dict(TINY_TRAIN, strategy="mirrored", epochs=1)}}
+        s = train_model("mse-NN", params, {str(prepared)!r}, {str(degraded)!r},
+                        model_path={str(tmp_path / 'm.keras')!r}, live_dir={str(tmp_path / 'live')!r},
+                        summary_path={str(tmp_path / 's.json')!r}, scratch_dir={str(tmp_path / 'scratch')!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MirroredStrategy, 2 replica(s)" in proc.stderr
+    assert (tmp_path / "m.keras").is_file()
+
+
+def test_config_errors(tiny_params):
+    with pytest.raises(CardiacSRError, match="valid values: perceptual-TS"):
+        split_model_name("mse-XX")
+    del tiny_params["train"]["epochs"]
+    with pytest.raises(CardiacSRError, match="train.epochs"):
+        model_config(tiny_params, "mse-TS")
+    tiny_params["train"]["epochs"] = 1
+    tiny_params["train"]["patch_size"] = 30
+    with pytest.raises(CardiacSRError, match="multiple of"):
+        model_config(tiny_params, "mse-TS")
+    tiny_params["train"]["patch_size"] = 32
+    tiny_params["models"] = {"mse-TS": {"epochs": 7}}
+    assert model_config(tiny_params, "mse-TS")["epochs"] == 7
