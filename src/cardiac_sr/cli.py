@@ -78,6 +78,13 @@ def cmd_phantom_figure(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .report import compare
+
+    print(compare(args.a, args.b, args.metrics), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardiac-sr",
@@ -119,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/phantom_vs_real.png")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_phantom_figure)
+
+    p = sub.add_parser("compare", help="two methods' test metrics side by side (dvc metrics diff --md layout)",
+                       description="Compare two evaluated methods from metrics/models/<method>.json: any of "
+                                   "bicubic, nearest, zerofill, perceptual-TS, perceptual-NN, mse-TS, mse-NN. "
+                                   "Change = B - A.")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--metrics", default="metrics", help="metrics folder (default: metrics)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

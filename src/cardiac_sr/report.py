@@ -1,0 +1,275 @@
+"""The results: the four-model table, the selected model, comparisons and figures.
+
+* :func:`write_table` -> ``metrics/table.md`` and ``metrics/table.csv``: one row
+  each for bicubic, nearest (and zerofill for ``kspace`` data) and Models 1-4;
+* :func:`select_model` -> ``models/selected.keras`` and ``metrics/selected.json``
+  for the top-level params ``loss`` and ``upsampling``;
+* :func:`compare` -> the ``cardiac-sr compare A B`` text, laid out like
+  ``dvc metrics diff --md``;
+* :func:`write_figures` -> training curves, PSNR distributions, and a
+  comparison panel of fixed test slices.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CardiacSRError
+from .fileio import atomic_file, write_json
+from .train import MODEL_NAMES, split_model_name
+
+LOSSES = ("perceptual", "mse")
+UPSAMPLINGS = ("TS", "NN")
+# (key, column title, format) of the table
+COLUMNS = [
+    ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
+    ("roi_psnr", "ROI PSNR (dB)", "{:.2f}"), ("roi_ssim", "ROI SSIM", "{:.4f}"),
+    ("perceptual", "VGG dist.", "{:.1f}"), ("checkerboard", "checkerboard (dB)", "{:.1f}"),
+]
+SEED_NAMES = {"perceptual-TS": "Model 1", "perceptual-NN": "Model 2", "mse-TS": "Model 3", "mse-NN": "Model 4"}
+
+
+def load_result(method: str, metrics_dir: str | Path = "metrics") -> dict:
+    path = Path(metrics_dir) / "models" / f"{method}.json"
+    if not path.is_file():
+        valid = ", ".join(["bicubic", "nearest", "zerofill", *MODEL_NAMES])
+        raise CardiacSRError(f"{path}: no metrics for {method!r} (run `dvc repro`; methods: {valid})")
+    return json.loads(path.read_text())
+
+
+def table_methods(degrade_method: str) -> list[str]:
+    baselines = ["bicubic", "nearest"] + (["zerofill"] if degrade_method == "kspace" else [])
+    return baselines + list(MODEL_NAMES)
+
+
+def table_rows(methods: list[str], metrics_dir="metrics") -> list[dict]:
+    """One dict per method: names, parameters, metric means, times, gain over bicubic."""
+    bic = load_result("bicubic", metrics_dir)["psnr"]["mean"]
+    rows = []
+    for m in methods:
+        res = load_result(m, metrics_dir)
+        row = {"method": m, "name": SEED_NAMES.get(m, "baseline"), "loss": "-", "upsampling": "-",
+               "parameters": 0, "epoch_seconds": None}
+        if m in MODEL_NAMES:
+            row["loss"], row["upsampling"] = split_model_name(m)
+            train_file = Path(metrics_dir) / "train" / f"{m}.json"
+            if train_file.is_file():
+                t = json.loads(train_file.read_text())
+                row["parameters"], row["epoch_seconds"] = t["parameters"], t.get("epoch_seconds")
+        for key, _, _ in COLUMNS:
+            row[key], row[f"{key}_std"] = res[key]["mean"], res[key]["std"]
+            row[f"{key}_ci95"] = res[key]["ci95"]
+        row["psnr_gain_db"] = row["psnr"] - bic
+        row["inference_ms"] = res["inference_ms_per_slice"]
+        row["slices"], row["patients"] = res["slices"], res["patients"]
+        rows.append(row)
+    return rows
+
+
+def format_markdown(rows: list[dict], header: str = "") -> str:
+    head = ["method", "seed name", "loss", "upsampling", "parameters"] + [c[1] for c in COLUMNS] + \
+           ["PSNR gain vs bicubic (dB)", "train s/epoch", "inference ms/slice"]
+    lines = [header.rstrip() + "\n" if header else "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"], r["name"], r["loss"], r["upsampling"], f"{r['parameters']:,}" if r["parameters"] else "-"]
+        for key, _, fmt in COLUMNS:
+            cells.append(f"{fmt.format(r[key])} ± {fmt.format(r[key + '_std'])}")
+        gain = r["psnr_gain_db"]
+        note = "" if r["method"] == "bicubic" or r["loss"] == "-" else (" (does **not** beat bicubic)" if gain <= 0 else "")
+        cells.append(f"{gain:+.2f}{note}")
+        cells.append(f"{r['epoch_seconds']:.1f}" if r["epoch_seconds"] else "-")
+        cells.append(f"{r['inference_ms']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
+    """Write ``table.md`` and ``table.csv`` from the per-method metrics."""
+    deg = params.get("degrade", {})
+    rows = table_rows(table_methods(deg.get("method", "blur_bicubic")), metrics_dir)
+    tr = params.get("train", {})
+    header = (f"Test split: {rows[0]['slices']} slices of {rows[0]['patients']} patients "
+              f"(source: {params.get('prepare', {}).get('source', '?')}), degradation "
+              f"{deg.get('method')} x{deg.get('scale')}. Mean ± std over slices; intensities in [0, 1], "
+              f"data_range 1, Gaussian SSIM (sigma 1.5); ROI = heart bounding box; VGG dist. = VGG16 "
+              f"block2_conv2 feature MSE on a 128 px heart crop; checkerboard = residual energy at "
+              f"period-2/4 frequencies relative to bicubic (higher = more artefact). Training: "
+              f"batch {tr.get('batch_size')}, {tr.get('patch_size')} px patches, batch_norm "
+              f"{tr.get('batch_norm')}, global_skip {tr.get('global_skip')}. Machine: {platform.machine()}, "
+              f"{_cpu_count()} CPU cores. 95 % intervals over patients: metrics/models/<method>.json.\n")
+    Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_file(Path(metrics_dir) / "table.md") as tmp:
+        tmp.write_text(format_markdown(rows, header))
+    keys = ["method", "name", "loss", "upsampling", "parameters"] + \
+           [k for key, _, _ in COLUMNS for k in (key, f"{key}_std")] + \
+           ["psnr_gain_db", "epoch_seconds", "inference_ms", "slices", "patients"]
+    with atomic_file(Path(metrics_dir) / "table.csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
+    return rows
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+# ----------------------------------------------------------------------------- select / compare
+
+def select_model(params: dict, models_dir="models", metrics_dir="metrics") -> dict:
+    """Publish the model chosen by the top-level params ``loss`` and ``upsampling``."""
+    loss, up = params.get("loss"), params.get("upsampling")
+    for key, value, valid in (("loss", loss, LOSSES), ("upsampling", up, UPSAMPLINGS)):
+        if value not in valid:
+            raise CardiacSRError(
+                f"params.yaml: unknown value {value!r} for '{key}'; valid values: {', '.join(valid)}. "
+                "DVC removed models/selected.keras and metrics/selected.json before this stage ran; "
+                "after fixing the value, `dvc repro select` (or `git checkout -- . && dvc checkout`) restores them")
+    name = f"{loss}-{up}"
+    src = Path(models_dir) / f"{name}.keras"
+    if not src.is_file():
+        raise CardiacSRError(f"{src}: not found; train it first (dvc repro train@{name})")
+    res, bic = load_result(name, metrics_dir), load_result("bicubic", metrics_dir)
+    with atomic_file(Path(models_dir) / "selected.keras", suffix=".keras") as tmp:
+        shutil.copyfile(src, tmp)
+    selected = {"model": name, "loss": loss, "upsampling": up}
+    for key, _, _ in COLUMNS:
+        selected[key] = round(res[key]["mean"], 6)
+    selected["psnr_gain_over_bicubic_db"] = round(res["psnr"]["mean"] - bic["psnr"]["mean"], 6)
+    write_json(Path(metrics_dir) / "selected.json", selected)
+    return selected
+
+
+def compare(a: str, b: str, metrics_dir="metrics") -> str:
+    """Two methods' metrics side by side, laid out like ``dvc metrics diff --md``."""
+    ra, rb = load_result(a, metrics_dir), load_result(b, metrics_dir)
+    out = io.StringIO()
+    out.write(f"| Path | Metric | {a} | {b} | Change |\n|---|---|---|---|---|\n")
+    for key, _, fmt in COLUMNS + [("inference_ms_per_slice", "", "{:.2f}")]:
+        va = ra[key]["mean"] if isinstance(ra[key], dict) else ra[key]
+        vb = rb[key]["mean"] if isinstance(rb[key], dict) else rb[key]
+        out.write(f"| metrics/models | {key} | {fmt.format(va)} | {fmt.format(vb)} | {vb - va:+.4g} |\n")
+    return out.getvalue()
+
+
+# ----------------------------------------------------------------------------- figures
+
+def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded", models_dir="models",
+                  metrics_dir="metrics", live_root="dvclive", out_dir="metrics/plots") -> list[Path]:
+    """Training curves, PSNR distributions and the comparison panel, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    # 1. training curves (dvclive logs)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for m in MODEL_NAMES:
+        base = Path(live_root) / m / "plots" / "metrics"
+        for ax, rel, title in zip(axes, ("train/loss.tsv", "eval/loss.tsv", "eval/psnr.tsv"),
+                                  ("training loss", "validation loss", "validation PSNR (dB)")):
+            if (base / rel).is_file():
+                d = np.loadtxt(base / rel, delimiter="\t", skiprows=1, ndmin=2)
+                ax.plot(d[:, 0] + 1, d[:, 1], marker="o", ms=3, label=m)
+                ax.set_title(title)
+                ax.set_xlabel("epoch")
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+    bic = _val_bicubic_psnr(metrics_dir)
+    if bic is not None:
+        axes[2].axhline(bic, color="k", ls="--", lw=1, label="bicubic")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    written.append(_save(fig, out_dir / "training_curves.png"))
+
+    # 2. PSNR distributions over test slices
+    methods = table_methods(params.get("degrade", {}).get("method", "blur_bicubic"))
+    data = []
+    for m in methods:
+        with open(Path(metrics_dir) / "per_slice" / f"{m}.csv") as fh:
+            data.append([float(r["psnr"]) for r in csv.DictReader(fh)])
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.violinplot(data, showmedians=True)
+    ax.set_xticks(range(1, len(methods) + 1), methods)
+    ax.set_ylabel("PSNR per test slice (dB)")
+    ax.set_title("PSNR distributions on the test split")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    written.append(_save(fig, out_dir / "psnr_distribution.png"))
+
+    # 3. comparison panel
+    written.append(comparison_panel(prepared_dir, degraded_dir, models_dir, out_dir / "comparison.png",
+                                    int(params.get("degrade", {}).get("scale", 4))))
+    return written
+
+
+def _val_bicubic_psnr(metrics_dir) -> float | None:
+    for m in MODEL_NAMES:
+        f = Path(metrics_dir) / "train" / f"{m}.json"
+        if f.is_file():
+            return json.loads(f.read_text()).get("val_bicubic_psnr")
+    return None
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: int = 4, n_slices: int = 2) -> Path:
+    """HR, LR, bicubic and the four models for fixed test slices: full view, heart zoom, error maps."""
+    import matplotlib.pyplot as plt
+
+    from .degrade import upsample_bicubic
+    from .evaluate import roi_box
+    from .models import load_generator
+    from .prepare import load_split
+
+    hr, roi = load_split(prepared_dir, "test", "hr"), load_split(prepared_dir, "test", "roi")
+    lr = load_split(degraded_dir, "test", "lr")
+    # fixed slices: the ones with the largest heart masks at evenly spaced positions
+    candidates = np.linspace(0, len(hr) - 1, 8).astype(int)
+    picks = sorted(candidates, key=lambda i: -int(np.asarray(roi[i]).sum()))[:n_slices]
+    cols = ["HR", "LR", "bicubic", *MODEL_NAMES]
+    models = {m: load_generator(Path(models_dir) / f"{m}.keras") for m in MODEL_NAMES}
+    fig, axes = plt.subplots(3 * n_slices, len(cols), figsize=(2.2 * len(cols), 2.3 * 3 * n_slices))
+    for row, i in enumerate(picks):
+        x = np.asarray(lr[i], np.float32)
+        images = {"HR": np.asarray(hr[i]), "LR": np.kron(x, np.ones((scale, scale))),
+                  "bicubic": upsample_bicubic(x, scale)}
+        for m, model in models.items():
+            images[m] = model.predict_on_batch(x[None, ..., None])[0, ..., 0]
+        b = roi_box(np.asarray(roi[i]), margin=16)
+        for c, name in enumerate(cols):
+            img = np.clip(images[name], 0, 1)
+            err = np.abs(img - images["HR"])
+            for k, (view, cmap, vmax) in enumerate(((img, "gray", 1), (img[b], "gray", 1), (err[b], "magma", 0.15))):
+                ax = axes[3 * row + k, c]
+                ax.imshow(view, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                if row == 0 and k == 0:
+                    ax.set_title(name, fontsize=9)
+                if c == 0:
+                    ax.set_ylabel([f"slice {i}", "heart zoom", "|error| (0-0.15)"][k], fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
