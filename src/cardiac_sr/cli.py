@@ -85,6 +85,32 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    written = predict(args.input, args.output, args.model, fmt=args.format, overwrite=args.overwrite,
+                      uncertainty=args.uncertainty, batch_size=args.batch_size, tile=args.tile)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_assess(args) -> int:
+    from .predict import assess, format_assessment
+
+    result = assess(args.input, args.model, method=args.degrade, blur_sigma=args.blur_sigma,
+                    batch_size=args.batch_size)
+    print(json.dumps(result, indent=2) if args.json else format_assessment(result), end="\n" if args.json else "")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .predict import export
+
+    print(f"wrote {export(args.model, args.output, args.format, args.overwrite)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardiac-sr",
@@ -135,6 +161,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", metavar="B")
     p.add_argument("--metrics", default="metrics", help="metrics folder (default: metrics)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "predict", help="super-resolve a study x4 in-plane (DICOM, NIfTI or .npy)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Super-resolve every slice and phase of INPUT with a trained model and write OUTPUT.\n\n"
+                    "INPUT: a DICOM series folder or a root of studies, a 3D/4D NIfTI file, or a .npy stack.\n"
+                    "OUTPUT: *.nii / *.nii.gz (NIfTI, affine updated), *.npy, or a folder name (a DICOM series\n"
+                    "with new UIDs, Rows/Columns/PixelSpacing/ImagePositionPatient updated; DICOM input only).\n"
+                    "Intensities come back in the input's scale and dtype. The field of view keeps its place.",
+        epilog="example: cardiac-sr predict ../shared/data/sunnybrook/SCD0000101 -o /tmp/sr101 --uncertainty")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="output file (.nii.gz/.nii/.npy) or DICOM folder")
+    p.add_argument("--model", default="models/selected.keras",
+                   help="a trained .keras generator (default: models/selected.keras); loaded in safe mode")
+    p.add_argument("--format", choices=["dicom", "nifti", "npy"], help="output format (default: from OUTPUT's name)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write OUTPUT_uncertainty (std over the 8 flips/rotations, intensity units) and "
+                        "OUTPUT_warning (1 where the std exceeds 2%% of the 99.5th-percentile intensity)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    p.add_argument("--tile", type=int, default=256, help="LR tile size bounding memory for large slices (default 256)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "assess", help="degrade your own HR study, super-resolve it, score model vs bicubic",
+        description="For high-resolution studies of your own: degrade them as the `degrade` stage does, "
+                    "super-resolve, and print PSNR/SSIM (full image; ROI where contours exist) of the model "
+                    "next to bicubic, per patient and overall. Intensities normalised per volume as in `prepare`.")
+    p.add_argument("input", help="DICOM folder/root (Sunnybrook contours are used when present) or NIfTI file")
+    p.add_argument("--model", default="models/selected.keras")
+    p.add_argument("--degrade", choices=["blur_bicubic", "kspace"], default="blur_bicubic")
+    p.add_argument("--blur-sigma", type=float, default=1.0, help="Gaussian sigma for blur_bicubic (HR pixels)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_assess)
+
+    p = sub.add_parser("export", help="export a trained model for serving (SavedModel or ONNX)",
+                       description="Write a TensorFlow SavedModel (TensorFlow Serving) or an ONNX file (ONNX "
+                                   "Runtime). Input: LR images (batch, h, w, 1) in [0, 1]; output x4, with the "
+                                   "bicubic global skip inside the graph.")
+    p.add_argument("--model", default="models/selected.keras")
+    p.add_argument("--format", choices=["savedmodel", "onnx"], default="savedmodel")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -88,7 +88,8 @@ class CubicUpsample(layers.Layer):
 
         i = tf.range(-self._taps, n + self._taps)
         period = 2 * (n - 1)
-        m = tf.math.floormod(i, period)
+        # shift to non-negative before the modulo: ONNX's Mod differs from TF's floormod for negatives
+        m = tf.math.floormod(i + period * (self._taps + 1), period)
         return tf.where(m < n, m, period - m)
 
     def call(self, x):

@@ -1,0 +1,189 @@
+"""predict / assess / export on real Sunnybrook DICOM (a few images of one study) with tiny models."""
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from cardiac_sr.cli import main
+from cardiac_sr.degrade import upsample_bicubic
+from cardiac_sr.errors import CardiacSRError
+from cardiac_sr.models import build_generator
+from cardiac_sr.predict import assess, export, load_model, predict, super_resolve
+from cardiac_sr.readers import read_dicom
+
+
+@pytest.fixture(scope="module")
+def subset(sunnybrook_studies, tmp_path_factory):
+    """Real DICOM files of SCD0000101: 2 slice positions x 3 phases, copied to a folder."""
+    study = sunnybrook_studies["SCD0000101"]
+    folder = tmp_path_factory.mktemp("sb") / "SCD0000101"
+    folder.mkdir()
+    for s in (4, 5):
+        for t in (0, 7, 14):
+            shutil.copy(study.sources[s, t], folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """An untrained model (exactly bicubic) and one with a small random residual."""
+    root = tmp_path_factory.mktemp("models")
+    build_generator("NN", filters=8, res_blocks=1).save(root / "untrained.keras")
+    m = build_generator("TS", filters=8, res_blocks=1)
+    k = m.get_layer("output_conv").kernel
+    k.assign(np.random.default_rng(0).normal(0, 0.01, k.shape))
+    m.save(root / "tiny.keras")
+    return root
+
+
+def _centre(ipp, iop, spacing, rows, cols):
+    """Physical position of the image centre."""
+    r, c = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    return np.asarray(ipp, float) + (cols - 1) / 2 * spacing[1] * r + (rows - 1) / 2 * spacing[0] * c
+
+
+def test_dicom_output_geometry_and_tags(subset, models, tmp_path):
+    out = tmp_path / "sr"
+    predict(subset, out, models / "tiny.keras", progress=False)
+    src = read_dicom(subset)[0]
+    res = read_dicom(out)[0]
+    assert res.image.shape == (2, 3, 1024, 1024)
+    np.testing.assert_allclose(res.spacing[:2], np.asarray(src.spacing[:2]) / 4, rtol=1e-5)
+    assert res.spacing[2] == pytest.approx(src.spacing[2])
+    series, sops = set(), set()
+    for s in range(2):
+        for t in range(3):
+            a = pydicom.dcmread(src.sources[s, t])
+            b = pydicom.dcmread(res.sources[s, t])
+            assert (b.Rows, b.Columns) == (4 * a.Rows, 4 * a.Columns)
+            np.testing.assert_allclose(_centre(b.ImagePositionPatient, b.ImageOrientationPatient, b.PixelSpacing,
+                                               b.Rows, b.Columns),
+                                       _centre(a.ImagePositionPatient, a.ImageOrientationPatient, a.PixelSpacing,
+                                               a.Rows, a.Columns), atol=1e-3)
+            for tag in ("PatientID", "StudyInstanceUID", "TriggerTime", "ImageOrientationPatient", "SliceThickness"):
+                assert b.get(tag) == a.get(tag), tag
+            assert b.SeriesInstanceUID != a.SeriesInstanceUID and b.SOPInstanceUID != a.SOPInstanceUID
+            assert b.file_meta.MediaStorageSOPInstanceUID == b.SOPInstanceUID
+            assert "super-resolved x4" in b.SeriesDescription
+            series.add(b.SeriesInstanceUID)
+            sops.add(b.SOPInstanceUID)
+    assert len(series) == 1 and len(sops) == 6
+
+
+def test_untrained_model_gives_bicubic_in_original_units(subset, models, tmp_path):
+    out = tmp_path / "sr"
+    predict(subset, out, models / "untrained.keras", progress=False)
+    src, res = read_dicom(subset)[0], read_dicom(out)[0]
+    for s, t in ((0, 0), (1, 2)):
+        expected = np.clip(upsample_bicubic(src.image[s, t], 4), 0, None)  # highlights restored, not clipped
+        np.testing.assert_allclose(res.image[s, t], expected, atol=1.0)  # stored as integers
+    assert res.image.max() == pytest.approx(src.image.max(), rel=0.1)
+
+
+def test_nifti_round_trip_and_uncertainty(subset, models, tmp_path):
+    study = read_dicom(subset)[0]
+    affine = np.array([[0, 1.4, 0, -50], [1.3, 0, 0, 20], [0, 0, 8, 5], [0, 0, 0, 1]], float)
+    data = np.transpose(study.image, (2, 3, 0, 1)).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "p_4d.nii.gz")
+    out = tmp_path / "sr.nii.gz"
+    written = predict(tmp_path / "p_4d.nii.gz", out, models / "tiny.keras", uncertainty=True, progress=False)
+    assert [p.name for p in written] == ["sr.nii.gz", "sr_uncertainty.nii.gz", "sr_warning.nii.gz"]
+    img = nib.load(out)
+    assert img.shape == (1024, 1024, 2, 3) and img.get_data_dtype() == np.int16
+    np.testing.assert_allclose(img.header.get_zooms()[:3], (1.3 / 4, 1.4 / 4, 8), rtol=1e-5)
+    # the field of view stays put: the centre of the volume maps to the same physical point
+    c_in = affine @ np.array([(256 - 1) / 2, (256 - 1) / 2, 0.5, 1])
+    c_out = img.affine @ np.array([(1024 - 1) / 2, (1024 - 1) / 2, 0.5, 1])
+    np.testing.assert_allclose(c_out, c_in, atol=1e-6)
+    values = np.asarray(img.dataobj)
+    assert values.min() >= 0 and values.max() <= 1.2 * data.max()
+    unc = nib.load(tmp_path / "sr_uncertainty.nii.gz")
+    warn = np.asarray(nib.load(tmp_path / "sr_warning.nii.gz").dataobj)
+    assert unc.shape == img.shape == warn.shape and set(np.unique(warn)) <= {0, 1}
+    assert np.asarray(unc.dataobj).max() > 0
+
+
+def test_untrained_model_has_no_uncertainty(models, tmp_path):
+    x = np.random.default_rng(1).random((2, 40, 24)).astype(np.float32) * 100
+    np.save(tmp_path / "x.npy", x)
+    predict(tmp_path / "x.npy", tmp_path / "y.npy", models / "untrained.keras", uncertainty=True, progress=False)
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (2, 160, 96) and y.dtype == np.float32
+    assert np.load(tmp_path / "y_uncertainty.npy").max() < 1e-3  # bicubic commutes with flips/rotations
+
+
+def test_tiles_equal_whole_image(models):
+    model = load_model(models / "tiny.keras")
+    x = np.random.default_rng(2).random((3, 70, 50)).astype(np.float32)
+    whole = super_resolve(model, x, 4, progress=False)
+    tiled = super_resolve(model, x, 4, tile=40, overlap=16, progress=False)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_assess_on_real_data(subset, models, capsys):
+    res = assess(subset, models / "untrained.keras", progress=False)
+    o = res["overall"]
+    assert o["images"] == 6 and o["model_psnr"] == pytest.approx(o["bicubic_psnr"], abs=0.01)
+    assert main(["assess", str(subset), "--model", str(models / "untrained.keras")]) == 0
+    text = capsys.readouterr().out
+    assert "SCD0000101" in text and "overall" in text and "bicubic" in text
+    assert main(["assess", str(subset), "--model", str(models / "untrained.keras"), "--json",
+                 "--degrade", "kspace"]) == 0
+    assert '"method": "kspace"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "onnx"])
+def test_export_matches_keras(models, tmp_path, fmt):
+    model = load_model(models / "tiny.keras")
+    x = np.random.default_rng(3).random((2, 24, 20, 1)).astype(np.float32)
+    ref = model.predict_on_batch(x)
+    out = export(models / "tiny.keras", tmp_path / ("m.onnx" if fmt == "onnx" else "m_savedmodel"), fmt)
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    else:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(out))  # keep a reference: its variables live in this object
+        got = loaded.serve(x).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_errors_leave_no_output(subset, models, tmp_path, capsys):
+    model = models / "tiny.keras"
+
+    def fails(args, message):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert err.count("\n") == 1
+
+    fails(["predict", str(tmp_path / "nope"), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model)], "no such file")
+    (tmp_path / "empty").mkdir()
+    fails(["predict", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--model", str(model)], "folder is empty")
+    bad = tmp_path / "bad"
+    shutil.copytree(subset, bad)
+    (bad / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    fails(["predict", str(bad), "-o", str(tmp_path / "o"), "--model", str(model)], "corrupt.dcm")
+    np.save(tmp_path / "rgb.npy", np.zeros((64, 64, 3), np.uint8))
+    fails(["predict", str(tmp_path / "rgb.npy"), "-o", str(tmp_path / "o.npy"), "--model", str(model)], "RGB")
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 2, 2, 2), np.float32), np.eye(4)), tmp_path / "5d.nii.gz")
+    fails(["predict", str(tmp_path / "5d.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model)],
+          "5 dimensions")
+    (tmp_path / "fake.keras").write_text("not a model")
+    fails(["predict", str(subset), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "fake.keras")],
+          "not a Keras model")
+    fails(["predict", str(subset), "-o", str(tmp_path / "missing" / "o"), "--model", str(model)], "does not exist")
+    (tmp_path / "exists.nii.gz").write_text("keep me")
+    fails(["predict", str(subset), "-o", str(tmp_path / "exists.nii.gz"), "--model", str(model)], "--overwrite")
+    assert (tmp_path / "exists.nii.gz").read_text() == "keep me"
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "o.npy").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    np.save(tmp_path / "grey.npy", np.ones((2, 16, 16), np.float32))
+    with pytest.raises(CardiacSRError, match="DICOM output needs a DICOM input"):
+        predict(tmp_path / "grey.npy", tmp_path / "dcm_out", model)
