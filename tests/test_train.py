@@ -119,3 +119,17 @@ def test_config_errors(tiny_params):
     tiny_params["train"]["patch_size"] = 32
     tiny_params["models"] = {"mse-TS": {"epochs": 7}}
     assert model_config(tiny_params, "mse-TS")["epochs"] == 7
+
+
+def test_gpu_profile_code_path_runs_on_cpu(tmp_path, tiny_data, tiny_params):
+    """Mixed precision + XLA (the GPU profile's switches) train and save a float32-output model."""
+    import keras
+
+    tiny_params["train"].update(epochs=1, mixed_precision=True, jit_compile=True)
+    try:
+        out, summary = _train(tmp_path, tiny_data, tiny_params, name="mse-NN")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(summary["final"]["loss"])
+    y = load_generator(out / "mse-NN.keras").predict_on_batch(np.zeros((1, 8, 8, 1), np.float32))
+    assert y.dtype == np.float32
