@@ -12,17 +12,7 @@ from cardiac_sr.prepare import (
     crop_or_pad, fit_normalisation, load_split, prepare, read_manifest, split_patients,
 )
 
-TINY = {
-    "source": "phantom",
-    "phantom": {"patients": 5, "slices": 2, "phases": 2, "size": 128, "spacing_mm": 2.8,
-                "slice_thickness_mm": 10.0, "snr": 40.0},
-    "seed": 3,
-    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
-    "hr_size": 128,
-    "percentile": 99.5,
-    "workers": 1,
-}
-DEGRADE = {"method": "blur_bicubic", "scale": 4, "blur_sigma": 1.0, "window": "none", "noise_sigma": 0.0, "seed": 1}
+from conftest import TINY_DEGRADE as DEGRADE, TINY_PREPARE as TINY
 
 
 @pytest.fixture(scope="module")
