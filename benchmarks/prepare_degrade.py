@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KEEP = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvcignore"]
+KEEP = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
 
 
 def main() -> int:

@@ -18,7 +18,8 @@ import yaml
 
 from conftest import ROOT, TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
 
-COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvcignore", ".gitignore"]
+COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
+        ".gitignore"]
 
 
 def run(cmd, cwd, check=True):
@@ -66,7 +67,7 @@ def test_repro_from_scratch_writes_everything(repo):
         assert json.loads((repo / "metrics" / "models" / f"{m}.json").read_text())["slices"] == 4
     table = (repo / "metrics" / "table.md").read_text()
     assert "| bicubic |" in table and "| mse-NN | Model 4 |" in table
-    assert json.loads((repo / "metrics" / "selected.json").read_text())["model"] == "perceptual-TS"
+    assert json.loads((repo / "metrics" / "selected.json").read_text())["model"] == "perceptual-NN"
     for fig in ("training_curves", "psnr_distribution", "comparison"):
         assert (repo / "metrics" / "plots" / f"{fig}.png").stat().st_size > 10_000
     shown = dvc(repo, "metrics", "show").stdout
@@ -84,7 +85,7 @@ def test_exp_run_set_param_loss_mse(repo):
     out = dvc(repo, "exp", "run", "--set-param", "loss=mse").stdout
     assert "Running stage 'select'" in out
     assert "Running stage 'train" not in out and "Running stage 'evaluate" not in out
-    assert json.loads((repo / "metrics" / "selected.json").read_text())["model"] == "mse-TS"
+    assert json.loads((repo / "metrics" / "selected.json").read_text())["model"] == "mse-NN"
     diff = dvc(repo, "metrics", "diff", "--md").stdout
     assert "metrics/selected.json" in diff
     assert "loss" in dvc(repo, "params", "diff").stdout

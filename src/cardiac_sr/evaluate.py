@@ -14,7 +14,7 @@ Per slice, on [0, 1] intensities with the prediction clipped to [0, 1]:
   fallback, counted in ``roi_fallback_slices``);
 * ``perceptual``: MSE of VGG16 ``block2_conv2`` features (the loss's backbone
   and weights) on a 128 x 128 crop centred on the ROI;
-* ``checkerboard``: :func:`checkerboard_score` of the output against bicubic.
+* ``checkerboard``: :func:`checkerboard_score` of the (unclipped) output against bicubic.
 
 Outputs: ``metrics/models/<method>.json`` (mean, std and a 95 % bootstrap
 interval over patients for each metric, plus inference ms per slice) and
@@ -207,7 +207,7 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
             "psnr": psnr(hr[i], sr[i]), "ssim": ssim(hr[i], sr[i]),
             "roi_psnr": psnr(hr[i][b], sr[i][b]), "roi_ssim": ssim(hr[i][b], sr[i][b]),
             "perceptual": float(perceptual[i]),
-            "checkerboard": checkerboard_score(np.clip(sr[i], 0, 1), bicubic[i], scale),
+            "checkerboard": checkerboard_score(sr[i], bicubic[i], scale),  # raw output: bicubic scores the floor
             "roi_fallback": int(not roi[i].any()),
         })
     summary = {
