@@ -37,7 +37,9 @@ def main() -> int:
     study = PhantomGenerator(PhantomConfig(slices=args.slices, phases=args.phases), seed=0).study(0)
     scale = model_scale(model)
     n = study.n_slices * study.n_phases
-    predict_study(model, study, scale, progress=False)  # warm-up (tracing)
+    from cardiac_sr.predict import super_resolve
+
+    super_resolve(model, study.image[0, :4] / study.image.max(), scale, progress=False)  # warm-up (tracing)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     predict_study(model, study, scale, progress=False)

@@ -2,8 +2,8 @@
 
 Prints, for each model at the default patch and batch size (params.yaml):
 patches/s, GFLOP per patch (analytic count of the generator's convolutions,
-x3 for forward + backward; the perceptual loss adds VGG16 to block2_conv2 on
-HR and SR forward and SR backward), the achieved GFLOP/s, and the ratio to the
+x3 for forward + backward; the perceptual loss adds VGG16 up to block2_conv2:
+forward on HR and SR, and backward through SR to the input only, VGG being frozen), the achieved GFLOP/s, and the ratio to the
 dense float32 matmul GFLOP/s measured in the same run.
 
     python benchmarks/train_throughput.py [--steps 30]
@@ -87,7 +87,7 @@ def main() -> int:
         if loss_name == "perceptual":
             vgg = feature_extractor(cfg["perceptual"]["layer"], cfg["perceptual"]["weights"])
             vgg_fwd = _vgg_flops(vgg, patch)
-            flops += 2 * vgg_fwd + 2 * vgg_fwd  # forward on HR and SR, backward (2x) through SR
+            flops += 3 * vgg_fwd  # forward on HR and SR, backward through SR to its input only (VGG frozen)
         achieved = rate * flops / 1e9
         print(f"{name:>14}: {rate:6.1f} patches/s, {flops / 1e9:5.2f} GFLOP/patch, {achieved:6.1f} GFLOP/s "
               f"= {100 * achieved / peak:4.1f} % of matmul peak (batch {bs}, {patch} px HR patches)")

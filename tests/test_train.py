@@ -125,11 +125,16 @@ def test_gpu_profile_code_path_runs_on_cpu(tmp_path, tiny_data, tiny_params):
     """Mixed precision + XLA (the GPU profile's switches) train and save a float32-output model."""
     import keras
 
+    import warnings
+
     tiny_params["train"].update(epochs=1, mixed_precision=True, jit_compile=True)
     try:
-        out, summary = _train(tmp_path, tiny_data, tiny_params, name="mse-NN")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out, summary = _train(tmp_path, tiny_data, tiny_params, name="mse-NN")
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    assert not [w for w in caught if "jit_compile" in str(w.message)]  # XLA really on
     assert np.isfinite(summary["final"]["loss"])
     y = load_generator(out / "mse-NN.keras").predict_on_batch(np.zeros((1, 8, 8, 1), np.float32))
     assert y.dtype == np.float32

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "models/selected.keras"
 UNCERTAINTY_THRESHOLD = 0.02  # on the normalised [0, 1] scale
+MAX_OUTPUT_PIXELS = 1 << 21     # per model call: 8 slices of 512 x 512, 2 of 1024 x 1024 (~0.5 GiB per feature tensor)
 FORMATS = ("dicom", "nifti", "npy")
 
 
@@ -107,6 +108,9 @@ def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, ti
         raise CardiacSRError(f"images of {h} x {w} pixels are too small to super-resolve")
     out = np.zeros((n, h * scale, w * scale), np.float32)
     windows = [(r, c) for r in _tiles(h, tile, overlap) for c in _tiles(w, tile, overlap)]
+    # bound memory: at most MAX_OUTPUT_PIXELS output pixels per model call (64 feature maps each)
+    largest = max((r[1] - r[0]) * (c[1] - c[0]) for r, c in windows) * scale * scale
+    batch_size = max(1, min(batch_size, MAX_OUTPUT_PIXELS // largest))
     bar = tqdm(total=n * len(windows), desc=desc, unit="img", disable=not progress, mininterval=1)
     for (r0, r1, kr0, kr1), (c0, c1, kc0, kc1) in windows:
         for i in range(0, n, batch_size):

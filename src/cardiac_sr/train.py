@@ -128,9 +128,15 @@ def configure_runtime(cfg: dict) -> None:
     import keras
     import tensorflow as tf
 
+    from tensorflow.python.framework import config as tf_config
+
     keras.utils.set_random_seed(int(cfg["seed"]))
-    if cfg.get("deterministic", True):
+    # Keras silently drops XLA while op determinism is on, so jit_compile (the GPU profile) turns it off.
+    if cfg.get("deterministic", not cfg.get("jit_compile", False)):
         tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+        log.info("op determinism off (train.jit_compile is on): runs are not bit-reproducible")
     policy = "mixed_float16" if cfg.get("mixed_precision", False) else "float32"
     keras.mixed_precision.set_global_policy(policy)
 
