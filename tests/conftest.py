@@ -6,7 +6,18 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-SUNNYBROOK = ROOT.parent / "shared" / "data" / "sunnybrook"
+
+def _find_sunnybrook() -> Path:
+    """The real test studies: $CARDIAC_SR_SUNNYBROOK, else ../shared next to the repo, else /work/shared."""
+    candidates = [os.environ.get("CARDIAC_SR_SUNNYBROOK", ""), ROOT.parent / "shared" / "data" / "sunnybrook",
+                  Path("/work/shared/data/sunnybrook")]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return Path(candidates[1])
+
+
+SUNNYBROOK = _find_sunnybrook()
 
 
 @pytest.fixture(scope="session")
