@@ -28,14 +28,17 @@ def subset(sunnybrook_studies, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """An untrained model (exactly bicubic) and one with a small random residual."""
+def models(tmp_path_factory, tiny_data):
+    """An untrained model (exactly bicubic) and a tiny model trained for a few steps on the tiny phantom."""
+    from conftest import TINY_DEGRADE, TINY_TRAIN
+    from cardiac_sr.train import train_model
+
     root = tmp_path_factory.mktemp("models")
     build_generator("NN", filters=8, res_blocks=1).save(root / "untrained.keras")
-    m = build_generator("TS", filters=8, res_blocks=1)
-    k = m.get_layer("output_conv").kernel
-    k.assign(np.random.default_rng(0).normal(0, 0.01, k.shape))
-    m.save(root / "tiny.keras")
+    params = {"degrade": dict(TINY_DEGRADE), "train": dict(TINY_TRAIN, epochs=2, steps_per_epoch=5)}
+    train_model("mse-TS", params, *tiny_data, model_path=root / "tiny.keras", live_dir=root / "live",
+                summary_path=root / "summary.json", scratch_dir=root / "scratch")
+    assert np.abs(load_model(root / "tiny.keras").get_layer("output_conv").kernel.numpy()).max() > 0
     return root
 
 
