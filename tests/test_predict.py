@@ -190,3 +190,14 @@ def test_errors_leave_no_output(subset, models, tmp_path, capsys):
     np.save(tmp_path / "grey.npy", np.ones((2, 16, 16), np.float32))
     with pytest.raises(CardiacSRError, match="DICOM output needs a DICOM input"):
         predict(tmp_path / "grey.npy", tmp_path / "dcm_out", model)
+
+
+def test_3d_nifti_stays_3d(models, tmp_path):
+    vol = (np.random.default_rng(4).random((20, 24, 3)) * 100).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 8, 1])), tmp_path / "v.nii.gz")
+    predict(tmp_path / "v.nii.gz", tmp_path / "o.nii.gz", models / "untrained.keras", progress=False)
+    out = nib.load(tmp_path / "o.nii.gz")
+    assert out.shape == (80, 96, 3) and out.get_data_dtype() == np.float32
+    np.testing.assert_allclose(out.header.get_zooms(), (0.375, 0.375, 8.0))
+    np.testing.assert_allclose(np.asarray(out.dataobj)[..., 1], np.clip(upsample_bicubic(vol[..., 1], 4), 0, None),
+                               atol=1e-3)

@@ -272,17 +272,13 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
         affine = np.diag([study.spacing[0], study.spacing[1], study.spacing[2], 1.0])
         header, dtype, ndim = None, dtype or np.float32, 4
     data = np.transpose(pred_volume, (2, 3, 0, 1))  # (x, y, slices, phases)
-    if ndim == 3 or data.shape[3] == 1 and ndim != 4:
-        data = data[..., 0]
-    if ndim == 2:
-        data = data[..., 0]
+    if ndim < 4:  # a 2D/3D input gets a 2D/3D output (the reader added length-1 axes)
+        data = data.reshape(data.shape[:max(ndim, 2)])
     data = _cast_like(data, dtype)
     new_affine = sr_affine(affine, scale)
-    img = nib.Nifti1Image(data, new_affine, header)
+    img = nib.Nifti1Image(data, new_affine, header)  # pixdim follows the new affine
     img.set_qform(new_affine, code=1)
     img.set_sform(new_affine, code=1)
-    zooms = list(img.header.get_zooms())
-    img.header.set_zooms(zooms)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
     with atomic_file(path, suffix=suffix) as tmp:
         nib.save(img, str(tmp))
