@@ -1,5 +1,6 @@
 """The generator: shapes, the exact bicubic skip, architecture switches, safe loading."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -43,6 +44,31 @@ def test_upsampling_blocks_differ():
     assert nn.count("UpSampling2D") == 2 and "Conv2DTranspose" not in nn
 
 
+def test_ts_starts_as_bilinear_interpolation_without_checkerboard(tmp_path):
+    model = build_generator("TS", filters=8, res_blocks=1)
+    tconv = model.get_layer("up1_tconv")
+    kernel = tconv.get_weights()[0]
+    np.testing.assert_allclose(kernel[:, :, 2, 2], np.outer([0.5, 1, 0.5], [0.5, 1, 0.5]))
+    assert kernel[:, :, 2, 3].max() == 0  # channel c only feeds channel c
+    # a smooth (here: linear) feature map is up-sampled smoothly: no period-2 pattern inside
+    ramp = np.tile(np.arange(6, dtype="float32")[None, :, None], (6, 1, 8))[None]
+    up = np.asarray(tconv(ramp))[0, 2:-2, 2:-2, 0]
+    np.testing.assert_allclose(np.diff(up, axis=1), 0.5, atol=1e-6)
+    np.testing.assert_allclose(np.diff(up, axis=0), 0.0, atol=1e-6)
+    # it survives saving (safe mode) and the seed's random start stays one param away
+    model.save(tmp_path / "ts.keras")
+    np.testing.assert_array_equal(load_generator(tmp_path / "ts.keras").get_layer("up1_tconv").get_weights()[0], kernel)
+    seed = build_generator("TS", filters=8, res_blocks=1, up_init="glorot_uniform")
+    assert np.count_nonzero(seed.get_layer("up1_tconv").get_weights()[0][:, :, 2, 3])
+    # NN has no transposed convolution: up_init does not change it
+    keras.utils.set_random_seed(3)
+    a = build_generator("NN", filters=8, res_blocks=1).get_weights()
+    keras.utils.set_random_seed(3)
+    b = build_generator("NN", filters=8, res_blocks=1, up_init="glorot_uniform").get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_architecture_params_are_used():
     m = build_generator("NN", filters=16, res_blocks=2, head_kernel=5, output_kernel=3, scale=2)
     assert m.get_layer("head_conv").kernel.shape == (5, 5, 1, 16)
@@ -56,6 +82,8 @@ def test_bad_arguments():
         build_generator("XX")
     with pytest.raises(ValueError, match="power of two"):
         build_generator("TS", scale=3)
+    with pytest.raises(ValueError, match="up_init"):
+        build_generator("TS", up_init="orthogonal")
 
 
 def test_save_and_safe_load_round_trip(tmp_path):
