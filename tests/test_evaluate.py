@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from cardiac_sr.cli import main
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import bootstrap_ci, centre_box, checkerboard_score, evaluate_method, roi_box
-from cardiac_sr.metrics import psnr, ssim
+from cardiac_sr.metrics import detail_agreement, detail_sums, psnr, ssim
 from cardiac_sr.models import build_generator
 from cardiac_sr.report import compare, select_model, table_rows, write_table
 
@@ -114,3 +114,17 @@ def test_table_select_compare(evaluated, capsys):
     assert "| metrics/models | psnr |" in capsys.readouterr().out
     assert main(["compare", "bicubic", "nope", "--metrics", str(metrics)]) == 2
     assert "no metrics for 'nope'" in capsys.readouterr().err
+
+
+def test_detail_agreement_measures_added_detail():
+    rng = np.random.default_rng(0)
+    hr = rng.random((32, 32))
+    bic = np.clip(hr + 0.1 * rng.standard_normal((32, 32)), 0, 1)
+    half = bic + 0.5 * (hr - bic)  # adds half the missing detail, all of it right
+    corr, scale = detail_agreement(detail_sums(hr, bic, half))
+    assert corr == pytest.approx(1.0) and scale == pytest.approx(2.0)
+    corr, scale = detail_agreement(detail_sums(hr, bic, bic + 1.0 * (bic - hr)))  # the wrong way
+    assert corr < -0.9 and scale < 0
+    assert detail_agreement(detail_sums(hr, bic, bic)) == (None, None)  # adds nothing
+    total = detail_sums(hr, bic, half) + detail_sums(hr[::-1], bic[::-1], half[::-1])
+    assert detail_agreement(total)[1] == pytest.approx(2.0)  # sums add up over images

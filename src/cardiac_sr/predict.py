@@ -407,7 +407,7 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
     """Degrade a user's HR studies, super-resolve, and score model vs bicubic per patient and overall."""
     from .degrade import degrade_image, upsample_bicubic
     from .evaluate import roi_box  # ROI scores only where contours exist
-    from .metrics import psnr, ssim
+    from .metrics import detail_agreement, detail_sums, psnr, ssim
 
     model = load_model(model_path)
     scale = scale or model_scale(model)
@@ -426,8 +426,10 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
         roi = st.roi[..., r0:r0 + hc, c0:c0 + wc].reshape(s * t, hc, wc) if st.roi is not None else None
         per = {k: [] for k in ("model_psnr", "bicubic_psnr", "model_ssim", "bicubic_ssim",
                                "model_roi_psnr", "bicubic_roi_psnr", "model_roi_ssim", "bicubic_roi_ssim")}
+        detail = np.zeros(3)
         for i in range(len(hr)):
             bic = upsample_bicubic(lr[i], scale)
+            detail += detail_sums(hr[i], bic, sr[i])
             per["model_psnr"].append(psnr(hr[i], sr[i]))
             per["bicubic_psnr"].append(psnr(hr[i], bic))
             per["model_ssim"].append(ssim(hr[i], sr[i]))
@@ -440,15 +442,17 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
                 per["bicubic_roi_ssim"].append(ssim(hr[i][b], bic[b]))
         row = {"patient": st.patient_id, "images": len(hr), "roi_images": int(has_roi.sum())}
         row.update({k: float(np.mean(v)) if v else None for k, v in per.items()})
-        row["_per_image"] = per
+        row["detail_corr"], row["detail_scale"] = detail_agreement(detail)
+        row["_per_image"], row["_detail"] = per, detail
         rows.append(row)
     overall = {"patient": "overall", "images": sum(r["images"] for r in rows),
                "roi_images": sum(r["roi_images"] for r in rows)}
     for k in rows[0]["_per_image"]:
         vals = [v for r in rows for v in r["_per_image"][k]]
         overall[k] = float(np.mean(vals)) if vals else None
+    overall["detail_corr"], overall["detail_scale"] = detail_agreement(sum(r["_detail"] for r in rows))
     for r in rows:
-        del r["_per_image"]
+        del r["_per_image"], r["_detail"]
     return {"model": str(model_path), "degradation": params, "input_format": in_fmt,
             "patients": rows, "overall": overall}
 
@@ -456,7 +460,8 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
 def format_assessment(result: dict) -> str:
     """The ``assess`` table: model next to bicubic, per patient and overall."""
     head = (f"{'patient':<14} {'images':>6} {'PSNR model':>10} {'bicubic':>8} {'gain':>6} "
-            f"{'SSIM model':>10} {'bicubic':>8} {'ROI PSNR model':>14} {'bicubic':>8} {'ROI SSIM model':>14} {'bicubic':>8}")
+            f"{'SSIM model':>10} {'bicubic':>8} {'ROI PSNR model':>14} {'bicubic':>8} {'ROI SSIM model':>14} {'bicubic':>8} "
+            f"{'detail r':>8} {'scale*':>6}")
     lines = [f"model {result['model']}, degradation {result['degradation']}", head, "-" * len(head)]
 
     def f(v, fmt):
@@ -467,7 +472,11 @@ def format_assessment(result: dict) -> str:
         lines.append(f"{r['patient']:<14} {r['images']:>6} {f(r['model_psnr'], '10.2f')} {f(r['bicubic_psnr'], '8.2f')} "
                      f"{gain:+6.2f} {f(r['model_ssim'], '10.4f')} {f(r['bicubic_ssim'], '8.4f')} "
                      f"{f(r['model_roi_psnr'], '14.2f')} {f(r['bicubic_roi_psnr'], '8.2f')} "
-                     f"{f(r['model_roi_ssim'], '14.4f')} {f(r['bicubic_roi_ssim'], '8.4f')}")
+                     f"{f(r['model_roi_ssim'], '14.4f')} {f(r['bicubic_roi_ssim'], '8.4f')} "
+                     f"{f(r['detail_corr'], '8.2f')} {f(r['detail_scale'], '6.2f')}")
+    lines.append("detail r: correlation of the detail the model adds to bicubic (SR - bicubic) with the true "
+                 "detail (HR - bicubic); scale*: the factor on the added detail that would fit best "
+                 "(< 1: the model adds more detail than these images have).")
     return "\n".join(lines) + "\n"
 
 

@@ -103,7 +103,8 @@ def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
               f"block2_conv2 feature MSE on a 128 px heart crop; checkerboard = residual energy at "
               f"period-2/4 frequencies relative to bicubic (higher = more artefact). Training: "
               f"batch {tr.get('batch_size')}, {tr.get('patch_size')} px patches, batch_norm "
-              f"{tr.get('batch_norm')}, global_skip {tr.get('global_skip')}. Machine: {platform.machine()}, "
+              f"{tr.get('batch_norm')}, global_skip {tr.get('global_skip')}, up_init "
+              f"{tr.get('up_init', 'glorot_uniform')}. Machine: {platform.machine()}, "
               f"{_cpu_count()} CPU cores. 95 % intervals over patients: metrics/models/<method>.json.\n")
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     with atomic_file(Path(metrics_dir) / "table.md") as tmp:
