@@ -188,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         "assess", help="degrade your own HR study, super-resolve it, score model vs bicubic",
         description="For high-resolution studies of your own: degrade them as the `degrade` stage does, "
                     "super-resolve, and print PSNR/SSIM (full image; ROI where contours exist) of the model "
-                    "next to bicubic, per patient and overall. Intensities normalised per volume as in `prepare`.")
+                    "next to bicubic, per patient and overall, with `detail r` (correlation of the detail the "
+                    "model adds to bicubic with the true detail) and `scale*` (the factor on that detail that "
+                    "would fit best; below 1 the model invents more detail than the images have). "
+                    "Intensities normalised per volume as in `prepare`.")
     p.add_argument("input", help="DICOM folder/root (Sunnybrook contours are used when present) or NIfTI file")
     p.add_argument("--model", default="models/selected.keras")
     p.add_argument("--degrade", choices=["blur_bicubic", "kspace"], default="blur_bicubic")

@@ -37,26 +37,3 @@ def ssim(reference: np.ndarray, test: np.ndarray) -> float:
     reference, test = _pair(reference, test)
     return float(structural_similarity(reference, test, data_range=DATA_RANGE, gaussian_weights=True,
                                        sigma=1.5, use_sample_covariance=False))
-
-
-def detail_sums(reference: np.ndarray, baseline: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Sums (t.p, p.p, t.t) of the true detail t = reference - baseline and the detail the
-    method adds, p = test - baseline (both clipped as for PSNR); add them up over images."""
-    reference, test = _pair(reference, test)
-    baseline = np.clip(np.asarray(baseline, np.float64), 0.0, DATA_RANGE)
-    t = reference - baseline
-    p = test - baseline
-    return np.array([np.sum(t * p), np.sum(p * p), np.sum(t * t)])
-
-
-def detail_agreement(sums: np.ndarray) -> tuple[float | None, float | None]:
-    """Correlation of added and true detail, and the least-squares scale of the added detail.
-
-    A scale below 1 means the method adds more detail than the images have (it would do
-    better with its residual shrunk), above 1 less.  ``(None, None)`` when it adds none
-    (less than 1e-8 of the true detail's energy: float round-off of a baseline twin).
-    """
-    tp, pp, tt = (float(v) for v in sums)
-    if tt <= 0 or pp <= 1e-8 * tt:
-        return None, None
-    return tp / np.sqrt(pp * tt), tp / pp

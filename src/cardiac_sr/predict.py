@@ -407,7 +407,7 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
     """Degrade a user's HR studies, super-resolve, and score model vs bicubic per patient and overall."""
     from .degrade import degrade_image, upsample_bicubic
     from .evaluate import roi_box  # ROI scores only where contours exist
-    from .metrics import detail_agreement, detail_sums, psnr, ssim
+    from .metrics import psnr, ssim
 
     model = load_model(model_path)
     scale = scale or model_scale(model)
@@ -455,6 +455,31 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
         del r["_per_image"], r["_detail"]
     return {"model": str(model_path), "degradation": params, "input_format": in_fmt,
             "patients": rows, "overall": overall}
+
+
+def detail_sums(reference: np.ndarray, baseline: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Sums (t.p, p.p, t.t) of the true detail t = reference - baseline and the detail the
+    method adds, p = test - baseline (both clipped as for PSNR); add them up over images."""
+    from .metrics import DATA_RANGE, _pair
+
+    reference, test = _pair(reference, test)
+    baseline = np.clip(np.asarray(baseline, np.float64), 0.0, DATA_RANGE)
+    t = reference - baseline
+    p = test - baseline
+    return np.array([np.sum(t * p), np.sum(p * p), np.sum(t * t)])
+
+
+def detail_agreement(sums: np.ndarray) -> tuple[float | None, float | None]:
+    """Correlation of added and true detail, and the least-squares scale of the added detail.
+
+    A scale below 1 means the method adds more detail than the images have (it would do
+    better with its residual shrunk), above 1 less.  ``(None, None)`` when it adds none
+    (less than 1e-8 of the true detail's energy: float round-off of a baseline twin).
+    """
+    tp, pp, tt = (float(v) for v in sums)
+    if tt <= 0 or pp <= 1e-8 * tt:
+        return None, None
+    return tp / np.sqrt(pp * tt), tp / pp
 
 
 def format_assessment(result: dict) -> str:
