@@ -7,7 +7,8 @@ from cardiac_sr.prepare import prepare
 
 
 def main(params: dict) -> None:
-    info = prepare(get(params, "prepare"), int(get(params, "degrade.scale")), "data/prepared")
+    info = prepare(get(params, "prepare"), int(get(params, "degrade.scale")), "data/prepared",
+                   external=get(params, "evaluate.external", None))
     print("slices per split:", info["splits"])
 
 

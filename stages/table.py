@@ -8,7 +8,10 @@ from cardiac_sr.report import write_figures, write_table
 def main(params: dict) -> None:
     rows = write_table(params)
     for r in rows:
-        print(f"{r['method']:>14}: PSNR {r['psnr']:.2f} dB ({r['psnr_gain_db']:+.2f} vs bicubic), SSIM {r['ssim']:.4f}")
+        for prefix, where in (("", "test"), ("ext_", "external")):
+            if r.get(f"{prefix}psnr") is not None:
+                print(f"{r['method']:>14} ({where}): PSNR {r[prefix + 'psnr']:.2f} dB "
+                      f"({r[prefix + 'psnr_gain_db']:+.2f} vs bicubic), SSIM {r[prefix + 'ssim']:.4f}")
     for path in write_figures(params):
         print("figure:", path)
 

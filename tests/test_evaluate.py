@@ -87,7 +87,7 @@ def test_evaluate_outputs(evaluated):
     saved = json.loads((root / "metrics" / "models" / "bicubic.json").read_text())
     assert saved["slices"] == 4 and saved["roi_fallback_slices"] < 4
     lines = (root / "metrics" / "per_slice" / "mse-NN.csv").read_text().splitlines()
-    assert lines[0].startswith("index,patient,slice,phase,psnr,ssim,roi_psnr") and len(lines) == 5
+    assert lines[0].startswith("split,index,patient,slice,phase,psnr,ssim,roi_psnr") and len(lines) == 5
     assert results["mse-NN"]["inference_ms_per_slice"] > 0
 
 

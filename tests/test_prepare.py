@@ -38,7 +38,7 @@ def test_split_errors():
         split_patients(["a", "b", "c"], {"train": 0.5, "val": 0.2, "test": 0.2}, 0)
     with pytest.raises(CardiacSRError, match="prepare.split.val"):
         split_patients(["a", "b", "c"], {"train": 0.8, "test": 0.2}, 0)
-    with pytest.raises(CardiacSRError, match="no patient left"):
+    with pytest.raises(CardiacSRError, match="the train split is empty"):
         split_patients(["a", "b"], {"train": 0.0, "val": 0.5, "test": 0.5}, 0)
     with pytest.raises(CardiacSRError, match="duplicate"):
         split_patients(["a", "a", "b"], {"train": 0.6, "val": 0.2, "test": 0.2}, 0)

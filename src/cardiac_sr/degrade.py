@@ -20,8 +20,9 @@ Fourier zero-padding, the standard MR reference for the ``kspace`` method.
 
 Output folder (``data/degraded``)::
 
-    {train,val,test}_lr.npy        float32 (N, H/scale, W/scale) in [0, 1]
-    {train,val,test}_bicubic.npy   float32 (N, H, W): the bicubic baseline
+    {split}_lr.npy        float32 (N, H/scale, W/scale) in [0, 1]
+    {split}_bicubic.npy   float32 (N, H, W): the bicubic baseline
+                          (split: train, val, test, and external when prepared)
     info.json                      the params used and the shapes
 """
 
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from .errors import CardiacSRError
 from .fileio import atomic_dir
-from .prepare import SPLITS, load_split
+from .prepare import load_split, prepared_splits
 
 METHODS = ("blur_bicubic", "kspace")
 WINDOWS = ("none", "hann", "tukey")
@@ -153,7 +154,7 @@ def degrade(params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict
     rng = np.random.default_rng(int(params["seed"]))
     info = {"method": params["method"], "scale": scale, "noise_sigma": sigma_noise, "shapes": {}}
     with atomic_dir(out_dir) as tmp:
-        for split in SPLITS:
+        for split in prepared_splits(prepared_dir):
             hr = load_split(prepared_dir, split, "hr")
             n, h, w = hr.shape
             _check_scale(hr.shape, scale)

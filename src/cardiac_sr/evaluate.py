@@ -35,7 +35,7 @@ from .degrade import upsample_bicubic, upsample_nearest, zerofill
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
 from .metrics import psnr, ssim
-from .prepare import load_split, read_manifest
+from .prepare import EXTERNAL, load_split, prepared_splits, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,15 @@ def bootstrap_ci(values: np.ndarray, groups: np.ndarray, n_boot: int = 2000, see
 
 
 def summarise(rows: list[dict], keys=METRICS) -> dict:
-    """Mean, std and patient-bootstrap 95 % interval of each metric over the slices."""
+    """Mean, std and patient-bootstrap 95 % interval of each metric over the slices (None when there are none)."""
     groups = np.array([r["patient"] for r in rows])
     out = {}
     for k in keys:
         v = np.array([r[k] for r in rows], np.float64)
         finite = np.isfinite(v)
+        if not finite.any():
+            out[k] = {"mean": None, "std": None, "ci95": [None, None]}
+            continue
         lo, hi = bootstrap_ci(v[finite], groups[finite])
         out[k] = {"mean": float(v[finite].mean()), "std": float(v[finite].std()), "ci95": [lo, hi]}
     return out
@@ -159,12 +162,10 @@ def super_resolve_baseline(method: str, lr: np.ndarray, scale: int) -> np.ndarra
     return np.stack([fn(x, scale) for x in lr]).astype(np.float32)
 
 
-def super_resolve_model(model_path: str | Path, lr: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, float]:
-    """Run a trained generator over LR slices; returns (SR, inference ms per slice after warm-up)."""
-    from .models import load_generator
+def super_resolve_model(model, lr: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, float]:
+    """Run a loaded generator over LR slices; returns (SR, inference ms per slice after warm-up)."""
     from .train import predict_array
 
-    model = load_generator(model_path)
     x = np.asarray(lr, np.float32)[..., None]
     predict_array(model, x[:batch_size], batch_size)  # trace and warm up
     t0 = time.perf_counter()
@@ -172,49 +173,82 @@ def super_resolve_model(model_path: str | Path, lr: np.ndarray, batch_size: int 
     return sr, 1000 * (time.perf_counter() - t0) / len(x)
 
 
-def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="data/degraded",
-                    models_dir="models", out_dir="metrics", scale: int = 4, perceptual_weights: str = "hed",
-                    extra: dict | None = None) -> dict:
-    """Score one method on the test split; write its JSON summary and per-slice CSV."""
-    hr = np.asarray(load_split(prepared_dir, "test", "hr"))
-    roi = np.asarray(load_split(prepared_dir, "test", "roi"))
-    lr = np.asarray(load_split(degraded_dir, "test", "lr"))
-    bicubic = np.asarray(load_split(degraded_dir, "test", "bicubic"))
-    manifest = [r for r in read_manifest(prepared_dir) if r["split"] == "test"]
-    if len(manifest) != len(hr) or len(lr) != len(hr):
-        raise CardiacSRError(f"{prepared_dir}/{degraded_dir}: test split sizes disagree "
-                             f"(manifest {len(manifest)}, HR {len(hr)}, LR {len(lr)}); re-run dvc repro")
+def load_split_for_scoring(prepared_dir, degraded_dir, split: str) -> dict:
+    """HR, ROI, LR, bicubic and manifest rows of one split, checked to agree."""
+    data = {"hr": np.asarray(load_split(prepared_dir, split, "hr")),
+            "roi": np.asarray(load_split(prepared_dir, split, "roi")),
+            "lr": np.asarray(load_split(degraded_dir, split, "lr")),
+            "bicubic": np.asarray(load_split(degraded_dir, split, "bicubic")),
+            "manifest": [r for r in read_manifest(prepared_dir) if r["split"] == split]}
+    n = len(data["hr"])
+    if len(data["manifest"]) != n or len(data["lr"]) != n:
+        raise CardiacSRError(f"{prepared_dir}/{degraded_dir}: {split} split sizes disagree "
+                             f"(manifest {len(data['manifest'])}, HR {n}, LR {len(data['lr'])}); re-run dvc repro")
+    return data
 
-    if method in BASELINES:
-        t0 = time.perf_counter()
-        sr = super_resolve_baseline(method, lr, scale)
-        ms = 1000 * (time.perf_counter() - t0) / len(lr)
-    else:
-        path = Path(models_dir) / f"{method}.keras"
-        if not path.is_file():
-            raise CardiacSRError(f"{path}: not found; train it first (dvc repro train@{method})")
-        sr, ms = super_resolve_model(path, lr)
 
+def score_slices(method: str, split: str, sr: np.ndarray, data: dict, scale: int, perceptual_weights: str) -> list[dict]:
+    """Per-slice metrics of one method's output ``sr`` on one split."""
+    hr, roi, manifest = data["hr"], data["roi"], data["manifest"]
     boxes = [roi_box(m) for m in roi]
     crops = [centred_crop(b, hr.shape[1:], PERCEPTUAL_CROP) for b in boxes]
     perceptual = perceptual_distances(hr, sr, crops, perceptual_weights)
     rows = []
-    for i in tqdm(range(len(hr)), desc=f"evaluate {method}", mininterval=2):
+    for i in tqdm(range(len(hr)), desc=f"evaluate {method} on {split}", mininterval=2):
         b = boxes[i]
         rows.append({
-            "index": i, "patient": manifest[i]["patient"], "slice": int(manifest[i]["slice"]),
+            "split": split, "index": i, "patient": manifest[i]["patient"], "slice": int(manifest[i]["slice"]),
             "phase": int(manifest[i]["phase"]),
             "psnr": psnr(hr[i], sr[i]), "ssim": ssim(hr[i], sr[i]),
             "roi_psnr": psnr(hr[i][b], sr[i][b]), "roi_ssim": ssim(hr[i][b], sr[i][b]),
             "perceptual": float(perceptual[i]),
-            "checkerboard": checkerboard_score(sr[i], bicubic[i], scale),  # raw output: bicubic scores the floor
+            "checkerboard": checkerboard_score(sr[i], data["bicubic"][i], scale),  # raw output: bicubic scores the floor
             "roi_fallback": int(not roi[i].any()),
         })
-    summary = {
-        "method": method, "slices": len(rows), "patients": len({r["patient"] for r in rows}),
-        "roi_fallback_slices": int(sum(r["roi_fallback"] for r in rows)),
-        "inference_ms_per_slice": round(ms, 3), **summarise(rows), **(extra or {}),
-    }
+    return rows
+
+
+def _split_summary(rows: list[dict]) -> dict:
+    return {"slices": len(rows), "patients": len({r["patient"] for r in rows}),
+            "roi_fallback_slices": int(sum(r["roi_fallback"] for r in rows)), **summarise(rows)}
+
+
+def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="data/degraded",
+                    models_dir="models", out_dir="metrics", scale: int = 4, perceptual_weights: str = "hed",
+                    extra: dict | None = None) -> dict:
+    """Score one method on the test split (and the external test set when prepared); write its
+    JSON summary (test metrics at the top, external ones under ``external``) and per-slice CSV."""
+    if method in BASELINES:
+        def run(lr):
+            t0 = time.perf_counter()
+            sr = super_resolve_baseline(method, lr, scale)
+            return sr, 1000 * (time.perf_counter() - t0) / len(lr)
+    else:
+        from .models import load_generator
+
+        path = Path(models_dir) / f"{method}.keras"
+        if not path.is_file():
+            raise CardiacSRError(f"{path}: not found; train it first (dvc repro train@{method})")
+        model = load_generator(path)
+
+        def run(lr):
+            return super_resolve_model(model, lr)
+
+    splits = ["test"] + ([EXTERNAL] if EXTERNAL in prepared_splits(prepared_dir) else [])
+    per_split, times = {}, []
+    for split in splits:
+        data = load_split_for_scoring(prepared_dir, degraded_dir, split)
+        if not len(data["hr"]):
+            per_split[split] = []
+            continue
+        sr, ms = run(data["lr"])
+        times.append(ms)
+        per_split[split] = score_slices(method, split, sr, data, scale, perceptual_weights)
+    summary = {"method": method, **_split_summary(per_split["test"]),
+               "inference_ms_per_slice": round(times[0], 3) if times else None, **(extra or {})}
+    if EXTERNAL in per_split:
+        summary[EXTERNAL] = _split_summary(per_split[EXTERNAL])
+    rows = [r for split in splits for r in per_split[split]]
     out_dir = Path(out_dir)
     write_json(out_dir / "models" / f"{method}.json", summary)
     with atomic_file(out_dir / "per_slice" / f"{method}.csv") as tmp:
@@ -222,6 +256,9 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    log.info("%s: PSNR %.2f dB, SSIM %.4f, ROI PSNR %.2f dB (%d test slices)", method,
-             summary["psnr"]["mean"], summary["ssim"]["mean"], summary["roi_psnr"]["mean"], len(rows))
+    for split in splits:
+        res = summary if split == "test" else summary[split]
+        if res["slices"]:
+            log.info("%s on %s: PSNR %.2f dB, SSIM %.4f, ROI PSNR %.2f dB (%d slices)", method, split,
+                     res["psnr"]["mean"], res["ssim"]["mean"], res["roi_psnr"]["mean"], res["slices"])
     return summary

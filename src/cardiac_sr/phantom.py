@@ -72,6 +72,7 @@ class PhantomConfig:
     spacing_mm: float = 1.4
     slice_thickness_mm: float = 10.0
     snr: float = 45.0  # mean blood signal / noise standard deviation
+    randomise: float = 0.0  # domain randomisation strength, 0 (the realistic phantom) .. 1 (see Randomisation)
 
 
 def _smooth_field(rng: np.random.Generator, n: int, corr_px: float) -> np.ndarray:
@@ -128,6 +129,62 @@ def _paint(canvas, alpha, value, labels=None, code=0):
         labels[alpha > 0.5] = code
 
 
+@dataclass
+class Randomisation:
+    """Per-patient domain randomisation (SynthSR-style, Iglesias et al. 2021), scaled by ``cfg.randomise``.
+
+    The network should see far more variety than one realistic phantom gives,
+    so that what it learns is how detail is lost, not what this phantom looks
+    like: a smooth random (elastic) deformation of all anatomy, random tissue
+    contrasts (half of the patients get a random intensity per tissue, a
+    Gaussian-mixture image as in SynthSR), random texture strength and grain,
+    random acquisition matrix, apodisation and extra blur (edge sharpness), and
+    a wider SNR range.
+    """
+
+    warp_mm: float          # displacement amplitude (max over the grid)
+    warp_x: np.ndarray      # displacement fields on the fine grid (mm)
+    warp_y: np.ndarray
+    texture_gain: float     # multiplies every texture amplitude
+    blood_texture: float    # flow texture amplitude in the blood pool
+    blur_px: float          # extra Gaussian blur of the object (coarse pixels): random edge sharpness
+
+    @staticmethod
+    def draw(rng: np.random.Generator, cfg: PhantomConfig, p: "_Patient") -> "Randomisation":
+        r = float(cfg.randomise)
+        u = rng.uniform
+        n = 2 * cfg.size
+        if u() < 0.5 * r:  # Gaussian-mixture contrast: any tissue may be bright or dark
+            p.contrast = {name: float(u(0.03, 1.0)) for name in p.contrast}
+            p.contrast["blood"] = float(u(0.5, 1.0))
+        else:
+            p.contrast = {name: v * float(np.exp(r * u(-0.4, 0.4))) for name, v in p.contrast.items()}
+        p.acq_read = u(1.0 - 0.55 * r, 1.0)
+        p.acq_phase = u(1.0 - 0.65 * r, 1.0)
+        p.tukey = u(0.0, 0.2 + 0.6 * r)
+        p.snr = cfg.snr * float(np.exp(u(-np.log(3.0), np.log(1.5)) * r))
+        corr = u(0.6, 2.5)
+        p.texture_fine = _smooth_field(rng, n, corr_px=corr)
+        amp = r * u(0.0, 8.0)
+        corr_warp = u(20.0, 60.0)
+        wx, wy = _smooth_field(rng, n, corr_warp), _smooth_field(rng, n, corr_warp)
+        scale = amp / max(np.abs(wx).max(), np.abs(wy).max(), 1e-9)
+        return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale,
+                             texture_gain=float(np.exp(r * u(np.log(0.5), np.log(4.0)))),
+                             blood_texture=r * u(0.0, 0.06), blur_px=r * u(0.0, 1.0))
+
+    def warp(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Displacements for the fine grid, or the coarse grid (2x2 block means)."""
+        if shape == self.warp_x.shape:
+            return self.warp_x, self.warp_y
+        h, w = shape
+
+        def coarse(f):
+            return f.reshape(h, 2, w, 2).mean(axis=(1, 3))
+
+        return coarse(self.warp_x), coarse(self.warp_y)
+
+
 class _Patient:
     """All random anatomy and acquisition choices of one phantom patient."""
 
@@ -179,6 +236,9 @@ class _Patient:
         self.texture_fine = _smooth_field(rng, n, corr_px=1.2)
         self.texture_coarse = _smooth_field(rng, n, corr_px=10.0)
         self.noise_rng = np.random.default_rng(rng.integers(2**32))
+        # Domain randomisation draws come last, so randomise=0 leaves every draw above unchanged.
+        self.rand = Randomisation.draw(np.random.default_rng(rng.integers(2**32)), cfg, self) \
+            if cfg.randomise > 0 else None
 
 
 class PhantomGenerator:
@@ -196,7 +256,10 @@ class PhantomGenerator:
 
     # -- anatomy --------------------------------------------------------------
     def _frame(self, p: _Patient, x, y):
-        """Grid coordinates in the patient's body frame (rotated, centred)."""
+        """Grid coordinates in the patient's body frame (rotated, centred, randomly deformed)."""
+        if p.rand is not None:
+            dx, dy = p.rand.warp(x.shape)
+            x, y = x + dx, y + dy
         c, s = np.cos(p.rotation), np.sin(p.rotation)
         return c * x + s * y - p.body_c[0], -s * x + c * y - p.body_c[1]
 
@@ -207,7 +270,7 @@ class PhantomGenerator:
         gx, gy = c * u - s * v, s * u + c * v
         n = self.x.shape[0]
         col, row = gx / self.pixel_mm + n / 2 - 0.5, gy / self.pixel_mm + n / 2 - 0.5
-        h = half_mm / self.pixel_mm + 3
+        h = (half_mm + (p.rand.warp_mm if p.rand is not None else 0.0)) / self.pixel_mm + 3
         rs = slice(int(np.clip(row - h, 0, n)), int(np.clip(row + h + 1, 0, n)))
         cs = slice(int(np.clip(col - h, 0, n)), int(np.clip(col + h + 1, 0, n)))
         return rs, cs
@@ -220,8 +283,10 @@ class PhantomGenerator:
         img = np.zeros_like(x)
         lab = np.zeros(x.shape, np.uint8)
 
+        gain = p.rand.texture_gain if p.rand is not None else 1.0
+
         def tex(value, fine, coarse=0.03):
-            return value * (1 + fine * p.texture_fine + coarse * p.texture_coarse)
+            return value * (1 + gain * fine * p.texture_fine + gain * coarse * p.texture_coarse)
 
         def ellipse(cx, cy, a, b, angle, tissue, value, inside=None, rim=False):
             """Paint an ellipse (body-frame mm), touching only its bounding window.
@@ -330,6 +395,10 @@ class PhantomGenerator:
         lo = (n - m) // 2
         k = k[lo:lo + m, lo:lo + m] / 2.0  # band-limit to the reconstruction grid; /2 keeps intensities
         window = np.outer(_tukey_window(m, p.acq_phase, p.tukey), _tukey_window(m, p.acq_read, p.tukey))
+        if p.rand is not None and p.rand.blur_px > 0:  # random extra blur: edges of random sharpness
+            f = np.fft.fftshift(np.fft.fftfreq(m))
+            g = np.exp(-2 * (np.pi * p.rand.blur_px * f) ** 2)
+            window = window * np.outer(g, g)
         sigma_img = p.contrast["blood"] / p.snr
         acquired = window > 0
         sigma_k = sigma_img * m / np.sqrt(np.sum(window**2))
@@ -372,9 +441,11 @@ class PhantomGenerator:
         r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         hx, hy = bx[r0:r1, c0:c1], by[r0:r1, c0:c1]
         cbx, cby = self._frame(p, self.xc, self.yc)
+        gain = p.rand.texture_gain if p.rand is not None else 1.0
+        fine_amp = {"blood": p.rand.blood_texture if p.rand is not None else 0.0}
         values = {  # heart tissue intensities with texture, inside the box
-            tissue: p.contrast[tissue] * (1 + (0.0 if tissue == "blood" else 0.04) * p.texture_fine[r0:r1, c0:c1]
-                                          + 0.04 * p.texture_coarse[r0:r1, c0:c1])
+            tissue: p.contrast[tissue] * (1 + gain * fine_amp.get(tissue, 0.04) * p.texture_fine[r0:r1, c0:c1]
+                                          + gain * 0.04 * p.texture_coarse[r0:r1, c0:c1])
             for tissue in ("blood", "myocardium", "fat", "rim")
         }
         dz = 1.0 / max(cfg.slices - 1, 1)

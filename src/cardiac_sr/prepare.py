@@ -36,6 +36,7 @@ from .study import Study
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+EXTERNAL = "external"  # the optional external test set (evaluate.external)
 SOURCES = ("phantom", "dicom", "nifti")
 MANIFEST_FIELDS = [
     "split", "index", "patient", "slice", "phase", "rows", "columns",
@@ -69,22 +70,73 @@ def fit_normalisation(volume: np.ndarray, percentile: float = 99.5, name: str = 
     return Normalisation(offset, scale)
 
 
-def split_patients(patient_ids: list[str], fractions: dict, seed: int) -> dict[str, str]:
-    """Assign each patient to one split, shuffled with ``seed``.
+def split_patients(patient_ids: list[str], split: dict, seed: int, allow_empty_test: bool = False) -> dict[str, str]:
+    """Assign each patient to one split: ``{patient: split}``.
 
-    Counts are ``round(fraction * n)`` for val and test (at least one each
-    when the fraction is positive and there are at least 3 patients); the
-    rest train.
+    ``split`` holds either fractions (``{train: 0.6, val: 0.2, test: 0.2}``,
+    patients shuffled with ``seed``) or explicit patient lists (``{train:
+    [A, B], test: [C]}``, val optional; patients named nowhere are left out).
+    The train split must not be empty, nor the test split unless an external
+    test set is used (``allow_empty_test``).  The val split may be empty:
+    training then reports no validation metrics.
     """
-    missing = [s for s in SPLITS if s not in fractions]
-    if missing:
-        raise CardiacSRError(f"params.yaml: missing param 'prepare.split.{missing[0]}'")
-    fr = {s: float(fractions[s]) for s in SPLITS}
-    if any(v < 0 for v in fr.values()) or abs(sum(fr.values()) - 1.0) > 1e-6:
-        raise CardiacSRError(f"prepare.split fractions must be >= 0 and sum to 1, got {fr}")
     ids = sorted(set(patient_ids))
     if len(ids) != len(patient_ids):
         raise CardiacSRError("duplicate patient ids in the input: " + ", ".join(sorted({p for p in patient_ids if patient_ids.count(p) > 1})))
+    if not isinstance(split, dict):
+        raise CardiacSRError(f"params.yaml: 'prepare.split' must be a mapping of train/val/test, got {split!r}")
+    unknown = sorted(set(split) - set(SPLITS))
+    if unknown:
+        raise CardiacSRError(f"params.yaml: unknown key 'prepare.split.{unknown[0]}'; valid keys: {', '.join(SPLITS)}")
+    if any(isinstance(v, (list, tuple)) for v in split.values()):
+        out = _explicit_split(ids, split)
+    else:
+        out = _fraction_split(ids, split, seed)
+    counts = {s: sum(v == s for v in out.values()) for s in SPLITS}
+    for name in ("train", "test"):
+        if counts[name] < 1 and not (name == "test" and allow_empty_test):
+            also = ", or score on an external test set (evaluate.external)" if name == "test" else ""
+            raise CardiacSRError(f"prepare.split: the {name} split is empty ({len(ids)} patients, split {split}); "
+                                 f"name patients in prepare.split, e.g. '{name}: [ID]'{also}")
+    if counts["val"] < 1:
+        log.warning("prepare.split: the val split is empty; training will report no validation metrics")
+    return out
+
+
+def _explicit_split(ids: list[str], split: dict) -> dict[str, str]:
+    """``{train: [A], val: [B], test: [C]}`` -> ``{A: train, B: val, C: test}``; patients named nowhere are left out."""
+    out: dict[str, str] = {}
+    for name in SPLITS:
+        members = split.get(name) or []
+        if not isinstance(members, (list, tuple)):
+            raise CardiacSRError(f"params.yaml: 'prepare.split.{name}' must be a list of patient ids like the other "
+                                 f"splits (or give all three as fractions), got {members!r}")
+        for pid in (str(m) for m in members):
+            if pid not in ids:
+                raise CardiacSRError(f"prepare.split.{name}: patient {pid!r} is not in the data "
+                                     f"(patients: {', '.join(ids)})")
+            if pid in out:
+                raise CardiacSRError(f"prepare.split: patient {pid!r} is in both '{out[pid]}' and '{name}'")
+            out[pid] = name
+    left = [p for p in ids if p not in out]
+    if left:
+        log.info("prepare.split: %d patient(s) in no split, left out: %s", len(left), ", ".join(left))
+    return out
+
+
+def _fraction_split(ids: list[str], fractions: dict, seed: int) -> dict[str, str]:
+    """Shuffle with ``seed``; val and test get ``round(fraction * n)`` patients (at least one
+    each when the fraction is positive and there are at least 3 patients); the rest train."""
+    missing = [s for s in SPLITS if s not in fractions]
+    if missing:
+        raise CardiacSRError(f"params.yaml: missing param 'prepare.split.{missing[0]}'")
+    try:
+        fr = {s: float(fractions[s]) for s in SPLITS}
+    except (TypeError, ValueError):
+        raise CardiacSRError(f"params.yaml: 'prepare.split' values must be fractions or lists of patient ids, "
+                             f"got {fractions}") from None
+    if any(v < 0 for v in fr.values()) or abs(sum(fr.values()) - 1.0) > 1e-6:
+        raise CardiacSRError(f"prepare.split fractions must be >= 0 and sum to 1, got {fr}")
     n = len(ids)
     order = np.random.default_rng(seed).permutation(n)
     counts = {}
@@ -94,8 +146,6 @@ def split_patients(patient_ids: list[str], fractions: dict, seed: int) -> dict[s
             c = max(c, 1)
         counts[s] = c
     counts["train"] = n - counts["test"] - counts["val"]
-    if counts["train"] < 1:
-        raise CardiacSRError(f"{n} patients are too few for split {fr}: no patient left to train on")
     out, start = {}, 0
     for s in ("test", "val", "train"):
         for i in order[start:start + counts[s]]:
@@ -146,25 +196,63 @@ def load_studies(prep: dict) -> list[Study]:
                 raise CardiacSRError(f"params.yaml: missing param 'prepare.phantom.{key}'")
         cfg = PhantomConfig(slices=int(ph["slices"]), phases=int(ph["phases"]), size=int(ph["size"]),
                             spacing_mm=float(ph["spacing_mm"]), slice_thickness_mm=float(ph["slice_thickness_mm"]),
-                            snr=float(ph["snr"]))
+                            snr=float(ph["snr"]), randomise=float(ph.get("randomise", 0.0)))
         return phantom_studies(int(ph["patients"]), int(prep["seed"]), cfg, workers=int(prep.get("workers", 2)))
     return read_studies(source, prep.get("path"), contours=prep.get("contours"), strict=bool(prep.get("strict", False)))
 
 
-def prepare(prep: dict, scale: int, out_dir: str | Path) -> dict:
-    """Run the prepare stage with the ``prepare`` params; returns the info written to info.json."""
+def external_config(external) -> dict | None:
+    """The ``evaluate.external`` params (``{source, path, contours}``), or None when it is off."""
+    if external in (None, False, "", "none"):
+        return None
+    if not isinstance(external, dict):
+        raise CardiacSRError(f"params.yaml: 'evaluate.external' must be null or a mapping with source and path, "
+                             f"got {external!r}")
+    source = external.get("source")
+    if source not in ("dicom", "nifti"):
+        raise CardiacSRError(f"params.yaml: unknown value {source!r} for 'evaluate.external.source'; "
+                             f"valid values: dicom, nifti")
+    if not external.get("path"):
+        raise CardiacSRError("params.yaml: missing param 'evaluate.external.path'")
+    return {"source": source, "path": external["path"], "contours": external.get("contours"),
+            "strict": bool(external.get("strict", False))}
+
+
+def prepare(prep: dict, scale: int, out_dir: str | Path, external: dict | None = None) -> dict:
+    """Run the prepare stage with the ``prepare`` params; returns the info written to info.json.
+
+    ``external`` (the ``evaluate.external`` params): studies of another
+    dataset, normalised and cropped exactly like the test split, written as
+    the ``external`` split (Lin et al., MICCAI 2020: train on one dataset,
+    test on another).
+    """
     for key in ("source", "seed", "split", "hr_size", "percentile"):
         if key not in prep:
             raise CardiacSRError(f"params.yaml: missing param 'prepare.{key}'")
     size = int(prep["hr_size"])
     if size % scale:
         raise CardiacSRError(f"prepare.hr_size {size} must be a multiple of degrade.scale {scale}")
+    external = external_config(external)
     studies = load_studies(prep)
-    assignment = split_patients([s.patient_id for s in studies], prep["split"], int(prep["seed"]))
-    per_split = {s: {"hr": [], "roi": [], "rows": []} for s in SPLITS}
+    assignment = split_patients([s.patient_id for s in studies], prep["split"], int(prep["seed"]),
+                                allow_empty_test=external is not None)
+    splits = list(SPLITS)
+    if external is not None:
+        ext = read_studies(external["source"], external["path"], contours=external["contours"],
+                           strict=external["strict"])
+        clash = sorted({s.patient_id for s in ext} & {s.patient_id for s in studies})
+        if clash:
+            raise CardiacSRError(f"evaluate.external: patient {clash[0]!r} is also in the training data "
+                                 f"(prepare.path); an external test set must be other patients")
+        studies = studies + ext
+        assignment.update({s.patient_id: EXTERNAL for s in ext})
+        splits.append(EXTERNAL)
+    per_split = {s: {"hr": [], "roi": [], "rows": []} for s in splits}
     for st in tqdm(studies, desc="normalise"):
+        split = assignment.get(st.patient_id)
+        if split is None:  # left out by an explicit split
+            continue
         norm = fit_normalisation(st.image, float(prep["percentile"]), name=f"patient {st.patient_id}")
-        split = assignment[st.patient_id]
         bucket = per_split[split]
         hr = crop_or_pad(norm.apply(st.image), size)
         roi = crop_or_pad(st.roi, size) if st.roi is not None else np.zeros(hr.shape, np.uint8)
@@ -182,9 +270,11 @@ def prepare(prep: dict, scale: int, out_dir: str | Path) -> dict:
         bucket["roi"].append(roi.reshape(-1, size, size).astype(np.uint8))
     info = {"source": prep["source"], "hr_size": size, "percentile": float(prep["percentile"]),
             "splits": {}, "patients": {}}
+    if external is not None:
+        info["external"] = {"source": external["source"], "path": str(external["path"])}
     with atomic_dir(out_dir) as tmp:
         rows = []
-        for split in SPLITS:
+        for split in splits:
             b = per_split[split]
             hr = np.concatenate(b["hr"]) if b["hr"] else np.zeros((0, size, size), np.float32)
             roi = np.concatenate(b["roi"]) if b["roi"] else np.zeros((0, size, size), np.uint8)
@@ -200,6 +290,14 @@ def prepare(prep: dict, scale: int, out_dir: str | Path) -> dict:
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info("prepared %s", info["splits"])
     return info
+
+
+def prepared_splits(folder: str | Path) -> list[str]:
+    """The splits a prepared dataset holds: train, val, test, and external when it has one."""
+    path = Path(folder) / "info.json"
+    if not path.is_file():
+        raise CardiacSRError(f"{path}: not found (run `dvc repro prepare`)")
+    return list(json.loads(path.read_text())["splits"])
 
 
 def load_split(folder: str | Path, split: str, kind: str = "hr", mmap: bool = True) -> np.ndarray:

@@ -33,6 +33,9 @@ COLUMNS = [
     ("roi_psnr", "ROI PSNR (dB)", "{:.2f}"), ("roi_ssim", "ROI SSIM", "{:.4f}"),
     ("perceptual", "VGG dist.", "{:.1f}"), ("checkerboard", "checkerboard (dB)", "{:.1f}"),
 ]
+# the external test set's columns (evaluate.external), next to the internal ones
+EXTERNAL_COLUMNS = [("psnr", "ext. PSNR (dB)", "{:.2f}"), ("ssim", "ext. SSIM", "{:.4f}"),
+                    ("roi_psnr", "ext. ROI PSNR (dB)", "{:.2f}"), ("perceptual", "ext. VGG dist.", "{:.1f}")]
 SEED_NAMES = {"perceptual-TS": "Model 1", "perceptual-NN": "Model 2", "mse-TS": "Model 3", "mse-NN": "Model 4"}
 
 
@@ -49,9 +52,15 @@ def table_methods(degrade_method: str) -> list[str]:
     return baselines + list(MODEL_NAMES)
 
 
+def _gain(value, reference):
+    return None if value is None or reference is None else value - reference
+
+
 def table_rows(methods: list[str], metrics_dir="metrics") -> list[dict]:
-    """One dict per method: names, parameters, metric means, times, gain over bicubic."""
-    bic = load_result("bicubic", metrics_dir)["psnr"]["mean"]
+    """One dict per method: names, parameters, metric means, times, gain over bicubic
+    (``ext_*`` keys for the external test set when there is one)."""
+    bicubic = load_result("bicubic", metrics_dir)
+    bic = bicubic["psnr"]["mean"]
     rows = []
     for m in methods:
         res = load_result(m, metrics_dir)
@@ -66,29 +75,51 @@ def table_rows(methods: list[str], metrics_dir="metrics") -> list[dict]:
         for key, _, _ in COLUMNS:
             row[key], row[f"{key}_std"] = res[key]["mean"], res[key]["std"]
             row[f"{key}_ci95"] = res[key]["ci95"]
-        row["psnr_gain_db"] = row["psnr"] - bic
+        row["psnr_gain_db"] = _gain(row["psnr"], bic)
         row["inference_ms"] = res["inference_ms_per_slice"]
         row["slices"], row["patients"] = res["slices"], res["patients"]
+        if "external" in res:
+            ext = res["external"]
+            for key, _, _ in EXTERNAL_COLUMNS:
+                row[f"ext_{key}"] = ext[key]["mean"]
+            row["ext_psnr_gain_db"] = _gain(ext["psnr"]["mean"], bicubic["external"]["psnr"]["mean"])
+            row["ext_slices"], row["ext_patients"] = ext["slices"], ext["patients"]
         rows.append(row)
     return rows
 
 
+def _fmt(fmt: str, value) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
 def format_markdown(rows: list[dict], header: str = "") -> str:
+    external = "ext_psnr" in rows[0]
     head = ["method", "seed name", "loss", "upsampling", "parameters"] + [c[1] for c in COLUMNS] + \
-           ["PSNR gain vs bicubic (dB)", "train s/epoch", "inference ms/slice"]
+           ["PSNR gain vs bicubic (dB)"] + \
+           ([c[1] for c in EXTERNAL_COLUMNS] + ["ext. PSNR gain vs bicubic (dB)"] if external else []) + \
+           ["train s/epoch", "inference ms/slice"]
     lines = [header.rstrip() + "\n" if header else "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], r["name"], r["loss"], r["upsampling"], f"{r['parameters']:,}" if r["parameters"] else "-"]
         for key, _, fmt in COLUMNS:
-            cells.append(f"{fmt.format(r[key])} ± {fmt.format(r[key + '_std'])}")
-        gain = r["psnr_gain_db"]
-        note = "" if r["method"] == "bicubic" or r["loss"] == "-" else (" (does **not** beat bicubic)" if gain <= 0 else "")
-        cells.append(f"{gain:+.2f}{note}")
+            cells.append("-" if r[key] is None else f"{fmt.format(r[key])} ± {fmt.format(r[key + '_std'])}")
+        cells.append(_gain_cell(r, "psnr_gain_db"))
+        if external:
+            cells += [_fmt(fmt, r[f"ext_{key}"]) for key, _, fmt in EXTERNAL_COLUMNS]
+            cells.append(_gain_cell(r, "ext_psnr_gain_db"))
         cells.append(f"{r['epoch_seconds']:.1f}" if r["epoch_seconds"] else "-")
-        cells.append(f"{r['inference_ms']:.1f}")
+        cells.append(_fmt("{:.1f}", r["inference_ms"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _gain_cell(row: dict, key: str) -> str:
+    gain = row[key]
+    if gain is None:
+        return "-"
+    model = row["method"] != "bicubic" and row["loss"] != "-"
+    return f"{gain:+.2f}" + (" (does **not** beat bicubic)" if model and gain <= 0 else "")
 
 
 def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
@@ -106,12 +137,19 @@ def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
               f"{tr.get('batch_norm')}, global_skip {tr.get('global_skip')}, up_init "
               f"{tr.get('up_init', 'glorot_uniform')}. Machine: {platform.machine()}, "
               f"{_cpu_count()} CPU cores. 95 % intervals over patients: metrics/models/<method>.json.\n")
+    if "ext_psnr" in rows[0]:
+        ext = params.get("evaluate", {}).get("external", {})
+        header += (f"\nExternal test set (ext.): {rows[0]['ext_slices']} slices of {rows[0]['ext_patients']} "
+                   f"patients from {ext.get('source')} data at {ext.get('path')}, prepared and degraded like the "
+                   f"test split, never trained on.\n")
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     with atomic_file(Path(metrics_dir) / "table.md") as tmp:
         tmp.write_text(format_markdown(rows, header))
     keys = ["method", "name", "loss", "upsampling", "parameters"] + \
            [k for key, _, _ in COLUMNS for k in (key, f"{key}_std")] + \
            ["psnr_gain_db", "epoch_seconds", "inference_ms", "slices", "patients"]
+    if "ext_psnr" in rows[0]:
+        keys += [f"ext_{key}" for key, _, _ in EXTERNAL_COLUMNS] + ["ext_psnr_gain_db", "ext_slices", "ext_patients"]
     with atomic_file(Path(metrics_dir) / "table.csv") as tmp:
         with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
@@ -147,10 +185,18 @@ def select_model(params: dict, models_dir="models", metrics_dir="metrics") -> di
         shutil.copyfile(src, tmp)
     selected = {"model": name, "loss": loss, "upsampling": up}
     for key, _, _ in COLUMNS:
-        selected[key] = round(res[key]["mean"], 6)
-    selected["psnr_gain_over_bicubic_db"] = round(res["psnr"]["mean"] - bic["psnr"]["mean"], 6)
+        selected[key] = _round(res[key]["mean"])
+    selected["psnr_gain_over_bicubic_db"] = _round(_gain(res["psnr"]["mean"], bic["psnr"]["mean"]))
+    if "external" in res:
+        selected["external"] = {key: _round(res["external"][key]["mean"]) for key, _, _ in EXTERNAL_COLUMNS}
+        selected["external"]["psnr_gain_over_bicubic_db"] = _round(
+            _gain(res["external"]["psnr"]["mean"], bic["external"]["psnr"]["mean"]))
     write_json(Path(metrics_dir) / "selected.json", selected)
     return selected
+
+
+def _round(value):
+    return None if value is None else round(value, 6)
 
 
 def compare(a: str, b: str, metrics_dir="metrics") -> str:
@@ -201,16 +247,18 @@ def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data
 
     # 2. PSNR distributions over test slices
     methods = table_methods(params.get("degrade", {}).get("method", "blur_bicubic"))
-    data = []
+    psnrs = {}  # split -> method -> PSNR per slice
     for m in methods:
         with open(Path(metrics_dir) / "per_slice" / f"{m}.csv") as fh:
-            data.append([float(r["psnr"]) for r in csv.DictReader(fh)])
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.violinplot(data, showmedians=True)
-    ax.set_xticks(range(1, len(methods) + 1), methods)
-    ax.set_ylabel("PSNR per test slice (dB)")
-    ax.set_title("PSNR distributions on the test split")
-    ax.grid(axis="y", alpha=0.3)
+            for r in csv.DictReader(fh):
+                psnrs.setdefault(r.get("split", "test"), {}).setdefault(m, []).append(float(r["psnr"]))
+    fig, axes = plt.subplots(1, len(psnrs), figsize=(10 * len(psnrs), 4), squeeze=False)
+    for ax, (split, per_method) in zip(axes[0], psnrs.items()):
+        ax.violinplot([per_method[m] for m in methods], showmedians=True)
+        ax.set_xticks(range(1, len(methods) + 1), methods)
+        ax.set_ylabel(f"PSNR per {split} slice (dB)")
+        ax.set_title(f"PSNR distributions on the {split} {'split' if split == 'test' else 'test set'}")
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     written.append(_save(fig, out_dir / "psnr_distribution.png"))
 
@@ -246,8 +294,9 @@ def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: 
     from .models import load_generator
     from .prepare import load_split
 
-    hr, roi = load_split(prepared_dir, "test", "hr"), load_split(prepared_dir, "test", "roi")
-    lr = load_split(degraded_dir, "test", "lr")
+    split = "test" if len(load_split(prepared_dir, "test", "hr")) else "external"  # 1-patient data: external only
+    hr, roi = load_split(prepared_dir, split, "hr"), load_split(prepared_dir, split, "roi")
+    lr = load_split(degraded_dir, split, "lr")
     # fixed slices: the ones with the largest heart masks at evenly spaced positions
     candidates = np.linspace(0, len(hr) - 1, 8).astype(int)
     picks = sorted(candidates, key=lambda i: -int(np.asarray(roi[i]).sum()))[:n_slices]

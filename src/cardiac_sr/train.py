@@ -159,6 +159,43 @@ def make_strategy(name: str):
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
+INIT_DIR = Path("init")  # where train.init models live: a dependency of every train stage in dvc.yaml
+
+
+def init_path(cfg: dict, name: str) -> Path | None:
+    """The ``train.init`` generator to start from (``{model}`` is replaced by the model name), or None."""
+    value = cfg.get("init")
+    if value in (None, "", "none", False):
+        return None
+    path = Path(str(value).replace("{model}", name))
+    if INIT_DIR.resolve() not in path.resolve().parents:
+        raise CardiacSRError(f"params.yaml: train.init {str(path)!r} must be a file in {INIT_DIR}/ (a dependency of "
+                             f"the train stages, so DVC re-trains when it changes); copy the model there first")
+    if not path.is_file():
+        raise CardiacSRError(f"train.init {path}: file not found")
+    return path
+
+
+def _architecture(model) -> list:
+    """What must agree for weights to carry over: layer types, weight shapes, and the scale."""
+    return [(type(layer).__name__, [tuple(w.shape) for w in layer.weights], layer.get_config().get("scale"))
+            for layer in model.layers]
+
+
+def initialise_from(model, path: Path) -> None:
+    """Copy the weights of the ``.keras`` generator at ``path`` into ``model`` (fine-tuning)."""
+    from .models import load_generator
+
+    try:
+        src = load_generator(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable model file is a user error here
+        raise CardiacSRError(f"train.init {path}: not a readable .keras model ({type(exc).__name__})") from None
+    if _architecture(src) != _architecture(model):
+        raise CardiacSRError(f"train.init {path}: its architecture does not match {model.name} (other upsampling, "
+                             f"scale, filters or blocks); start from a model trained with the same train params")
+    model.set_weights(src.get_weights())
+
+
 def fingerprint(cfg: dict, files: list[Path]) -> str:
     """Hash of the training params and the training data files (for safe resume)."""
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
@@ -322,8 +359,15 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
 
     hr, lr = load_pairs(prepared_dir, degraded_dir, "train")
     vhr, vlr = load_pairs(prepared_dir, degraded_dir, "val")
+    if not len(hr):
+        raise CardiacSRError(f"{prepared_dir}: the train split is empty; name training patients in prepare.split")
+    has_val = len(vhr) > 0
+    if not has_val:
+        log.warning("%s: the val split is empty, so this run reports no validation loss or PSNR", name)
     vsel = np.linspace(0, len(vhr) - 1, min(int(cfg.get("val_slices", 32)), len(vhr))).astype(int)
-    fp = fingerprint({"name": name, **cfg}, [Path(prepared_dir) / "train_hr.npy", Path(degraded_dir) / "train_lr.npy"])
+    init = init_path(cfg, name)
+    fp = fingerprint({"name": name, **cfg}, [Path(prepared_dir) / "train_hr.npy", Path(degraded_dir) / "train_lr.npy"]
+                     + ([init] if init else []))
 
     strategy = make_strategy(str(cfg.get("strategy", "auto")))
     with strategy.scope():
@@ -341,6 +385,9 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         log.info("%s: resuming from the checkpoint after epoch %d of %d", name, start, epochs)
     else:
         shutil.rmtree(live_dir, ignore_errors=True)
+        if init:
+            initialise_from(model, init)
+            log.info("%s: starting from the weights of %s (train.init)", name, init)
     log.info("%s: %d parameters, %d epochs x %d steps x batch %d, patches %d px, strategy %s, %d replica(s)",
              name, n_params, epochs, spe, bs, cfg["patch_size"], type(strategy).__name__,
              strategy.num_replicas_in_sync)
@@ -348,14 +395,15 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     seed = int(cfg["seed"])
     train_ds = patch_dataset(hr, lr, cfg["scale"], cfg["patch_size"], bs, seed, start_step=start * spe)
     val_ds = patch_dataset(vhr, vlr, cfg["scale"], cfg["patch_size"], bs, seed + 1, 0,
-                           int(cfg.get("val_batches", 4))).cache()
+                           int(cfg.get("val_batches", 4))).cache() if has_val else None
     Validation, Progress, Checkpoint = _make_callbacks()
     stop_after = os.environ.get("CARDIAC_SR_STOP_AFTER_EPOCH")
     live = Live(dir=str(live_dir), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
     if start:
         live.step = start  # dvclive's resume leaves step 0 after one finished epoch; one step per epoch here
-    callbacks = [Validation(vlr[vsel], vhr[vsel]), Progress(name, epochs, spe, start),
-                 DVCLiveCallback(live=live), Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
+    callbacks = ([Validation(vlr[vsel], vhr[vsel])] if has_val else []) + [
+        Progress(name, epochs, spe, start), DVCLiveCallback(live=live),
+        Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
     t0 = time.time()
     if start < epochs:
         history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
@@ -377,7 +425,8 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         "resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
         "epoch_seconds": _mean_epoch_seconds(live_dir),
         "final": {k: float(v[-1]) for k, v in hist.items()},
-        "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], cfg["scale"]),
+        "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], cfg["scale"]) if has_val else None,
+        "init": str(init) if init else None,
     }
     write_json(summary_path or f"metrics/train/{name}.json", summary)
     log.info("%s: trained in %s, saved %s", name, _fmt_time(train_seconds), model_path)
