@@ -3,12 +3,13 @@
 from _common import run
 
 from cardiac_sr.params import get
-from cardiac_sr.prepare import prepare
+from cardiac_sr.prepare import external_config, prepare
 
 
 def main(params: dict) -> None:
+    external = external_config(get(params, "evaluate.external", None))
     info = prepare(get(params, "prepare"), int(get(params, "degrade.scale")), "data/prepared",
-                   external=get(params, "evaluate.external", None))
+                   allow_empty_test=external is not None)
     print("slices per split:", info["splits"])
 
 

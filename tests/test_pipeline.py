@@ -3,7 +3,8 @@
 dvc repro from scratch; a second dvc repro changes nothing; dvc exp run
 --set-param loss=mse re-runs only `select` and changes metrics/selected.json;
 dvc metrics diff shows it; dvc plots show renders; a bad value fails clearly;
-dvc push / pull through a local-directory remote.
+dvc push / pull through a local-directory remote. The tiny run also scores an
+external test set (evaluate.external: two NIfTI studies of other patients).
 """
 
 import json
@@ -18,8 +19,8 @@ import yaml
 
 from conftest import ROOT, TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
 
-COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
-        ".gitignore"]
+COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", "init", ".dvc/config", ".dvc/.gitignore",
+        ".dvcignore", ".gitignore"]
 
 
 def run(cmd, cwd, check=True):
@@ -49,11 +50,27 @@ def repo(tmp_path_factory):
     params["train"]["epochs"] = 1
     for m in params["models"].values():
         m["epochs"] = 1
+    params["evaluate"]["external"] = {"source": "nifti", "path": "external"}
+    _write_external_nifti(root / "external")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run("git init -q && git add -A && git commit -qm init", root)
     run([sys.executable, "-m", "dvc", "repro"], root)
     run("git add -A && git commit -qm 'tiny run'", root)
     return root
+
+
+def _write_external_nifti(folder: Path) -> None:
+    """Two small studies of other patients as NIfTI (x, y, slices, phases): the external test set."""
+    import nibabel as nib
+    import numpy as np
+
+    from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
+
+    folder.mkdir()
+    gen = PhantomGenerator(PhantomConfig(slices=1, phases=2, size=128, spacing_mm=2.8), seed=77)
+    for i in range(2):
+        vol = np.transpose(gen.study(i).image, (2, 3, 0, 1)).astype(np.float32)
+        nib.save(nib.Nifti1Image(vol, np.diag([2.8, 2.8, 10.0, 1.0])), folder / f"other{i}_sa.nii.gz")
 
 
 def dvc(root, *args, check=True):
@@ -64,9 +81,11 @@ def test_repro_from_scratch_writes_everything(repo):
     for m in ("perceptual-TS", "perceptual-NN", "mse-TS", "mse-NN"):
         assert (repo / "models" / f"{m}.keras").is_file()
         assert (repo / "dvclive" / m / "metrics.json").is_file()
-        assert json.loads((repo / "metrics" / "models" / f"{m}.json").read_text())["slices"] == 4
+        res = json.loads((repo / "metrics" / "models" / f"{m}.json").read_text())
+        assert res["slices"] == 4 and res["external"]["slices"] == 4 and res["external"]["patients"] == 2
     table = (repo / "metrics" / "table.md").read_text()
     assert "| bicubic |" in table and "| mse-NN | Model 4 |" in table
+    assert "ext. PSNR gain vs bicubic (dB)" in table and "External test set (ext.): 4 slices of 2 patients" in table
     assert json.loads((repo / "metrics" / "selected.json").read_text())["model"] == "perceptual-NN"
     for fig in ("training_curves", "psnr_distribution", "comparison"):
         assert (repo / "metrics" / "plots" / f"{fig}.png").stat().st_size > 10_000

@@ -9,6 +9,7 @@ import pytest
 from cardiac_sr.degrade import degrade
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import evaluate_method
+from cardiac_sr.external import build_external
 from cardiac_sr.models import build_generator, generator_kwargs, load_generator
 from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
 from cardiac_sr.prepare import prepare, read_manifest, split_patients
@@ -72,39 +73,62 @@ def with_external(tmp_path_factory, external_nifti):
     root = tmp_path_factory.mktemp("withext")
     prep = dict(TINY_PREPARE, split={"train": ["phantom000", "phantom001", "phantom002"], "val": ["phantom003"],
                                      "test": ["phantom004"]})
-    info = prepare(prep, 4, root / "prepared", external={"source": "nifti", "path": str(external_nifti)})
+    prepare(prep, 4, root / "prepared")
     degrade(TINY_DEGRADE, root / "prepared", root / "degraded")
+    info = build_external({"source": "nifti", "path": str(external_nifti)}, prep, TINY_DEGRADE, root / "prepared",
+                          root / "external")
     return root, info
 
 
 def test_external_set_is_prepared_and_degraded_like_the_test_split(with_external):
     root, info = with_external
-    assert info["splits"] == {"train": 12, "val": 4, "test": 4, "external": 4}
-    assert info["patients"]["external"] == ["ext0", "ext1"] and info["patients"]["test"] == ["phantom004"]
-    ext = np.load(root / "prepared" / "external_hr.npy")
+    assert info["splits"] == {"external": 4} and info["patients"]["external"] == ["ext0", "ext1"]
+    ext = np.load(root / "external" / "external_hr.npy")
     assert ext.shape == (4, 128, 128) and ext.dtype == np.float32 and 0 <= ext.min() and ext.max() <= 1
-    rows = [r for r in read_manifest(root / "prepared") if r["split"] == "external"]
-    assert len(rows) == 4 and float(rows[0]["intensity_scale"]) > 100  # per-volume normalisation of the raw units
-    assert np.load(root / "degraded" / "external_lr.npy").shape == (4, 32, 32)
+    rows = read_manifest(root / "external")
+    assert len(rows) == 4 and {r["split"] for r in rows} == {"external"}
+    assert float(rows[0]["intensity_scale"]) > 100  # per-volume normalisation of the raw units
+    lr = np.load(root / "external" / "external_lr.npy")
+    assert lr.shape == (4, 32, 32)
+    # the same functions as the test split: degrading the external HR again gives the same LR
+    from cardiac_sr.degrade import degrade_image
+    np.testing.assert_allclose(np.clip(degrade_image(ext[1], TINY_DEGRADE), 0, 1), lr[1], atol=1e-6)
+    # the prepared internal data are untouched by the external set (no re-training when it is switched on)
+    assert sorted(p.name for p in (root / "prepared").glob("*.npy")) == sorted(
+        f"{s}_{k}.npy" for s in ("train", "val", "test") for k in ("hr", "roi"))
 
 
-def test_external_errors(tmp_path, external_nifti):
+def test_external_off_writes_an_empty_set(with_external, tmp_path):
+    root, _ = with_external
+    info = build_external(None, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "ext")
+    assert info["external"] is None and info["splits"] == {"external": 0}
+    assert np.load(tmp_path / "ext" / "external_lr.npy").shape == (0, 32, 32)
+    res = evaluate_method("bicubic", root / "prepared", root / "degraded", out_dir=tmp_path / "m",
+                          external_dir=tmp_path / "ext")
+    assert "external" not in res
+
+
+def test_external_errors(tmp_path, with_external, external_nifti):
+    root, _ = with_external
     with pytest.raises(CardiacSRError, match="evaluate.external.source"):
-        prepare(TINY_PREPARE, 4, tmp_path / "p", external={"source": "phantom", "path": "x"})
+        build_external({"source": "phantom", "path": "x"}, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "e")
     with pytest.raises(CardiacSRError, match="evaluate.external.path"):
-        prepare(TINY_PREPARE, 4, tmp_path / "p", external={"source": "nifti"})
+        build_external({"source": "nifti"}, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "e")
     # the same study as training data and as external test set is refused
     prep = dict(TINY_PREPARE, source="nifti", path=str(external_nifti), split={"train": ["ext0"], "test": ["ext1"]})
-    with pytest.raises(CardiacSRError, match="'ext0' is also in the training data"):
-        prepare(prep, 4, tmp_path / "p", external={"source": "nifti", "path": str(external_nifti)})
-    assert not (tmp_path / "p").exists()
+    prepare(prep, 4, tmp_path / "p")
+    with pytest.raises(CardiacSRError, match="'ext0' is also in the prepared data"):
+        build_external({"source": "nifti", "path": str(external_nifti)}, prep, TINY_DEGRADE, tmp_path / "p",
+                       tmp_path / "e")
+    assert not (tmp_path / "e").exists()
 
 
 def test_every_method_is_scored_on_both_and_the_table_shows_them_side_by_side(with_external, tmp_path):
     root, _ = with_external
     out = tmp_path / "metrics"
-    res = evaluate_method("bicubic", root / "prepared", root / "degraded", out_dir=out)
-    evaluate_method("nearest", root / "prepared", root / "degraded", out_dir=out)
+    kw = {"out_dir": out, "external_dir": root / "external"}
+    res = evaluate_method("bicubic", root / "prepared", root / "degraded", **kw)
+    evaluate_method("nearest", root / "prepared", root / "degraded", **kw)
     assert res["slices"] == 4 and res["external"]["slices"] == 4 and res["external"]["patients"] == 2
     assert res["psnr"]["mean"] != res["external"]["psnr"]["mean"]
     csv_rows = (out / "per_slice" / "bicubic.csv").read_text().splitlines()
@@ -118,10 +142,15 @@ def test_every_method_is_scored_on_both_and_the_table_shows_them_side_by_side(wi
 
 def test_one_patient_trains_and_is_scored_on_the_external_set_only(tmp_path, external_nifti):
     prep = dict(TINY_PREPARE, phantom=dict(TINY_PREPARE["phantom"], patients=1), split={"train": ["phantom000"]})
-    info = prepare(prep, 4, tmp_path / "prepared", external={"source": "nifti", "path": str(external_nifti)})
-    assert info["splits"] == {"train": 4, "val": 0, "test": 0, "external": 4}
+    with pytest.raises(CardiacSRError, match="the test split is empty"):
+        prepare(prep, 4, tmp_path / "prepared")
+    info = prepare(prep, 4, tmp_path / "prepared", allow_empty_test=True)
+    assert info["splits"] == {"train": 4, "val": 0, "test": 0}
     degrade(TINY_DEGRADE, tmp_path / "prepared", tmp_path / "degraded")
-    res = evaluate_method("bicubic", tmp_path / "prepared", tmp_path / "degraded", out_dir=tmp_path / "m")
+    build_external({"source": "nifti", "path": str(external_nifti)}, prep, TINY_DEGRADE, tmp_path / "prepared",
+                   tmp_path / "external")
+    res = evaluate_method("bicubic", tmp_path / "prepared", tmp_path / "degraded", out_dir=tmp_path / "m",
+                          external_dir=tmp_path / "external")
     assert res["slices"] == 0 and res["psnr"]["mean"] is None and res["external"]["slices"] == 4
     row = table_rows(["bicubic"], tmp_path / "m")[0]
     assert row["psnr_gain_db"] is None and "| - |" in format_markdown([row])

@@ -20,9 +20,8 @@ Fourier zero-padding, the standard MR reference for the ``kspace`` method.
 
 Output folder (``data/degraded``)::
 
-    {split}_lr.npy        float32 (N, H/scale, W/scale) in [0, 1]
-    {split}_bicubic.npy   float32 (N, H, W): the bicubic baseline
-                          (split: train, val, test, and external when prepared)
+    {train,val,test}_lr.npy        float32 (N, H/scale, W/scale) in [0, 1]
+    {train,val,test}_bicubic.npy   float32 (N, H, W): the bicubic baseline
     info.json                      the params used and the shapes
 """
 
@@ -139,8 +138,8 @@ def degrade_image(hr: np.ndarray, params: dict) -> np.ndarray:
     raise CardiacSRError(f"params.yaml: unknown value {method!r} for 'degrade.method'; valid values: {', '.join(METHODS)}")
 
 
-def degrade(params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict:
-    """Run the degrade stage on every split of a prepared dataset."""
+def validate_degrade_params(params: dict) -> None:
+    """Clear errors for missing or unknown ``degrade`` params, before any work."""
     for key in ("method", "scale", "seed"):
         if key not in params:
             raise CardiacSRError(f"params.yaml: missing param 'degrade.{key}'")
@@ -149,6 +148,26 @@ def degrade(params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict
                              f"valid values: {', '.join(METHODS)}")
     if params["method"] == "kspace":
         kspace_window(4, str(params.get("window", "none")))  # validate early
+
+
+def degrade_stack(hr: np.ndarray, params: dict, rng: np.random.Generator, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """HR slices (N, H, W) -> LR (N, H/s, W/s) in [0, 1] and their bicubic baseline (N, H, W), float32."""
+    scale = int(params["scale"])
+    sigma_noise = float(params.get("noise_sigma", 0.0) or 0.0)
+    n, h, w = hr.shape
+    _check_scale(hr.shape, scale)
+    lr = np.zeros((n, h // scale, w // scale), np.float32)
+    up = np.zeros((n, h, w), np.float32)
+    for i in tqdm(range(n), desc=f"degrade {name}", mininterval=2):
+        x = add_rician_noise(degrade_image(hr[i], params), sigma_noise, rng)
+        lr[i] = np.clip(x, 0.0, 1.0)
+        up[i] = upsample_bicubic(lr[i], scale)
+    return lr, up
+
+
+def degrade(params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict:
+    """Run the degrade stage on every split of a prepared dataset."""
+    validate_degrade_params(params)
     scale = int(params["scale"])
     sigma_noise = float(params.get("noise_sigma", 0.0) or 0.0)
     rng = np.random.default_rng(int(params["seed"]))
@@ -156,16 +175,9 @@ def degrade(params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict
     with atomic_dir(out_dir) as tmp:
         for split in prepared_splits(prepared_dir):
             hr = load_split(prepared_dir, split, "hr")
-            n, h, w = hr.shape
-            _check_scale(hr.shape, scale)
-            lr = np.zeros((n, h // scale, w // scale), np.float32)
-            up = np.zeros((n, h, w), np.float32)
-            for i in tqdm(range(n), desc=f"degrade {split}", mininterval=2):
-                x = add_rician_noise(degrade_image(hr[i], params), sigma_noise, rng)
-                lr[i] = np.clip(x, 0.0, 1.0)
-                up[i] = upsample_bicubic(lr[i], scale)
+            lr, up = degrade_stack(hr, params, rng, split)
             np.save(tmp / f"{split}_lr.npy", lr)
             np.save(tmp / f"{split}_bicubic.npy", up)
-            info["shapes"][split] = {"hr": [n, h, w], "lr": list(lr.shape)}
+            info["shapes"][split] = {"hr": list(hr.shape), "lr": list(lr.shape)}
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -35,7 +35,7 @@ from .degrade import upsample_bicubic, upsample_nearest, zerofill
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
 from .metrics import psnr, ssim
-from .prepare import EXTERNAL, load_split, prepared_splits, read_manifest
+from .prepare import EXTERNAL, load_split, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +215,12 @@ def _split_summary(rows: list[dict]) -> dict:
 
 def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="data/degraded",
                     models_dir="models", out_dir="metrics", scale: int = 4, perceptual_weights: str = "hed",
-                    extra: dict | None = None) -> dict:
-    """Score one method on the test split (and the external test set when prepared); write its
-    JSON summary (test metrics at the top, external ones under ``external``) and per-slice CSV."""
+                    extra: dict | None = None, external_dir="data/external") -> dict:
+    """Score one method on the test split, and on the external test set in ``external_dir`` when
+    there is one; write its JSON summary (test metrics at the top, external ones under
+    ``external``) and per-slice CSV."""
+    from .external import has_external
+
     if method in BASELINES:
         def run(lr):
             t0 = time.perf_counter()
@@ -234,10 +237,13 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
         def run(lr):
             return super_resolve_model(model, lr)
 
-    splits = ["test"] + ([EXTERNAL] if EXTERNAL in prepared_splits(prepared_dir) else [])
+    folders = {"test": (prepared_dir, degraded_dir)}
+    if external_dir is not None and has_external(external_dir):
+        folders[EXTERNAL] = (external_dir, external_dir)
+    splits = list(folders)
     per_split, times = {}, []
     for split in splits:
-        data = load_split_for_scoring(prepared_dir, degraded_dir, split)
+        data = load_split_for_scoring(*folders[split], split)
         if not len(data["hr"]):
             per_split[split] = []
             continue

@@ -148,6 +148,7 @@ class Randomisation:
     texture_gain: float     # multiplies every texture amplitude
     blood_texture: float    # flow texture amplitude in the blood pool
     blur_px: float          # extra Gaussian blur of the object (coarse pixels): random edge sharpness
+    extras: list            # small structures anywhere in the body: (ux, uy, a_mm, b_mm, angle, intensity)
 
     @staticmethod
     def draw(rng: np.random.Generator, cfg: PhantomConfig, p: "_Patient") -> "Randomisation":
@@ -162,16 +163,20 @@ class Randomisation:
         p.acq_read = u(1.0 - 0.55 * r, 1.0)
         p.acq_phase = u(1.0 - 0.65 * r, 1.0)
         p.tukey = u(0.0, 0.2 + 0.6 * r)
-        p.snr = cfg.snr * float(np.exp(u(-np.log(3.0), np.log(1.5)) * r))
+        p.snr = cfg.snr * float(np.exp(u(-np.log(4.0), np.log(1.5)) * r))
         corr = u(0.6, 2.5)
         p.texture_fine = _smooth_field(rng, n, corr_px=corr)
+        # finer, deeper trabeculation of the endocardium
+        p.endo_harm = p.endo_harm + [(int(k), r * u(0.0, 0.03), u(0, 2 * np.pi)) for k in rng.integers(19, 40, 4)]
+        extras = [(u(-1, 1), u(-1, 1), u(0.7, 5.0), u(0.7, 5.0), u(0, np.pi), u(0.02, 1.0))
+                  for _ in range(int(r * rng.integers(20, 120)))]
         amp = r * u(0.0, 8.0)
         corr_warp = u(20.0, 60.0)
         wx, wy = _smooth_field(rng, n, corr_warp), _smooth_field(rng, n, corr_warp)
         scale = amp / max(np.abs(wx).max(), np.abs(wy).max(), 1e-9)
         return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale,
                              texture_gain=float(np.exp(r * u(np.log(0.5), np.log(4.0)))),
-                             blood_texture=r * u(0.0, 0.06), blur_px=r * u(0.0, 1.0))
+                             blood_texture=r * u(0.0, 0.06), blur_px=r * u(0.0, 1.5), extras=extras)
 
     def warp(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Displacements for the fine grid, or the coarse grid (2x2 block means)."""
@@ -342,6 +347,8 @@ class PhantomGenerator:
         ellipse(0, sy - 8, 17, 15, 0, "bone", tex(c["bone"], 0.15, 0.1))
         ellipse(0, sy + 15, 7, 6, 0, "csf", c["csf"])
         ellipse(24, sy - 30, 11, 11, 0, "blood", tex(c["blood"], 0.0, 0.05))
+        for ux, uy, ea, eb, ang, val in (p.rand.extras if p.rand is not None else []):
+            ellipse(0.9 * a2 * ux, 0.9 * b2 * uy, ea, eb, ang, "clutter", tex(val * c["blood"], 0.1, 0.1))
         return img, lab
 
     def _heart_layers(self, p: _Patient, z: float, t: float, x, y):

@@ -36,7 +36,7 @@ from .study import Study
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-EXTERNAL = "external"  # the optional external test set (evaluate.external)
+EXTERNAL = "external"  # the optional external test set (evaluate.external, data/external)
 SOURCES = ("phantom", "dicom", "nifti")
 MANIFEST_FIELDS = [
     "split", "index", "patient", "slice", "phase", "rows", "columns",
@@ -218,41 +218,18 @@ def external_config(external) -> dict | None:
             "strict": bool(external.get("strict", False))}
 
 
-def prepare(prep: dict, scale: int, out_dir: str | Path, external: dict | None = None) -> dict:
-    """Run the prepare stage with the ``prepare`` params; returns the info written to info.json.
+def collect_splits(studies: list[Study], assignment: dict[str, str], splits, size: int, percentile: float) -> dict:
+    """Normalise each study per volume, crop/pad to ``size`` and gather its slices under its split.
 
-    ``external`` (the ``evaluate.external`` params): studies of another
-    dataset, normalised and cropped exactly like the test split, written as
-    the ``external`` split (Lin et al., MICCAI 2020: train on one dataset,
-    test on another).
+    Returns ``{split: {"hr": [arrays], "roi": [arrays], "rows": [manifest rows]}}``; patients
+    missing from ``assignment`` are left out.
     """
-    for key in ("source", "seed", "split", "hr_size", "percentile"):
-        if key not in prep:
-            raise CardiacSRError(f"params.yaml: missing param 'prepare.{key}'")
-    size = int(prep["hr_size"])
-    if size % scale:
-        raise CardiacSRError(f"prepare.hr_size {size} must be a multiple of degrade.scale {scale}")
-    external = external_config(external)
-    studies = load_studies(prep)
-    assignment = split_patients([s.patient_id for s in studies], prep["split"], int(prep["seed"]),
-                                allow_empty_test=external is not None)
-    splits = list(SPLITS)
-    if external is not None:
-        ext = read_studies(external["source"], external["path"], contours=external["contours"],
-                           strict=external["strict"])
-        clash = sorted({s.patient_id for s in ext} & {s.patient_id for s in studies})
-        if clash:
-            raise CardiacSRError(f"evaluate.external: patient {clash[0]!r} is also in the training data "
-                                 f"(prepare.path); an external test set must be other patients")
-        studies = studies + ext
-        assignment.update({s.patient_id: EXTERNAL for s in ext})
-        splits.append(EXTERNAL)
     per_split = {s: {"hr": [], "roi": [], "rows": []} for s in splits}
     for st in tqdm(studies, desc="normalise"):
         split = assignment.get(st.patient_id)
         if split is None:  # left out by an explicit split
             continue
-        norm = fit_normalisation(st.image, float(prep["percentile"]), name=f"patient {st.patient_id}")
+        norm = fit_normalisation(st.image, percentile, name=f"patient {st.patient_id}")
         bucket = per_split[split]
         hr = crop_or_pad(norm.apply(st.image), size)
         roi = crop_or_pad(st.roi, size) if st.roi is not None else np.zeros(hr.shape, np.uint8)
@@ -268,36 +245,69 @@ def prepare(prep: dict, scale: int, out_dir: str | Path, external: dict | None =
                 })
         bucket["hr"].append(hr.reshape(-1, size, size))
         bucket["roi"].append(roi.reshape(-1, size, size).astype(np.uint8))
+    return per_split
+
+
+def write_splits(folder: Path, per_split: dict, splits, size: int, info: dict) -> dict[str, np.ndarray]:
+    """Write ``{split}_hr.npy``, ``{split}_roi.npy`` and ``manifest.csv`` into ``folder``; fill ``info``'s
+    slice counts and patients; returns the HR arrays."""
+    rows, arrays = [], {}
+    for split in splits:
+        b = per_split[split]
+        hr = np.concatenate(b["hr"]) if b["hr"] else np.zeros((0, size, size), np.float32)
+        roi = np.concatenate(b["roi"]) if b["roi"] else np.zeros((0, size, size), np.uint8)
+        np.save(folder / f"{split}_hr.npy", hr.astype(np.float32))
+        np.save(folder / f"{split}_roi.npy", roi)
+        rows += b["rows"]
+        arrays[split] = hr
+        info["splits"][split] = int(len(hr))
+        info["patients"][split] = sorted({r["patient"] for r in b["rows"]})
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return arrays
+
+
+def prepare(prep: dict, scale: int, out_dir: str | Path, allow_empty_test: bool = False) -> dict:
+    """Run the prepare stage with the ``prepare`` params; returns the info written to info.json.
+
+    ``allow_empty_test``: the test split may be empty (an external test set is scored instead).
+    """
+    for key in ("source", "seed", "split", "hr_size", "percentile"):
+        if key not in prep:
+            raise CardiacSRError(f"params.yaml: missing param 'prepare.{key}'")
+    size = int(prep["hr_size"])
+    if size % scale:
+        raise CardiacSRError(f"prepare.hr_size {size} must be a multiple of degrade.scale {scale}")
+    studies = load_studies(prep)
+    assignment = split_patients([s.patient_id for s in studies], prep["split"], int(prep["seed"]),
+                                allow_empty_test=allow_empty_test)
+    per_split = collect_splits(studies, assignment, SPLITS, size, float(prep["percentile"]))
     info = {"source": prep["source"], "hr_size": size, "percentile": float(prep["percentile"]),
             "splits": {}, "patients": {}}
-    if external is not None:
-        info["external"] = {"source": external["source"], "path": str(external["path"])}
     with atomic_dir(out_dir) as tmp:
-        rows = []
-        for split in splits:
-            b = per_split[split]
-            hr = np.concatenate(b["hr"]) if b["hr"] else np.zeros((0, size, size), np.float32)
-            roi = np.concatenate(b["roi"]) if b["roi"] else np.zeros((0, size, size), np.uint8)
-            np.save(tmp / f"{split}_hr.npy", hr.astype(np.float32))
-            np.save(tmp / f"{split}_roi.npy", roi)
-            rows += b["rows"]
-            info["splits"][split] = int(len(hr))
-            info["patients"][split] = sorted({r["patient"] for r in b["rows"]})
-        with open(tmp / "manifest.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_splits(tmp, per_split, SPLITS, size, info)
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info("prepared %s", info["splits"])
     return info
 
 
-def prepared_splits(folder: str | Path) -> list[str]:
-    """The splits a prepared dataset holds: train, val, test, and external when it has one."""
+def _info(folder: str | Path) -> dict:
     path = Path(folder) / "info.json"
     if not path.is_file():
         raise CardiacSRError(f"{path}: not found (run `dvc repro prepare`)")
-    return list(json.loads(path.read_text())["splits"])
+    return json.loads(path.read_text())
+
+
+def prepared_patients(folder: str | Path) -> set[str]:
+    """Every patient in a prepared dataset, whatever the split."""
+    return {p for members in _info(folder)["patients"].values() for p in members}
+
+
+def prepared_splits(folder: str | Path) -> list[str]:
+    """The splits a dataset folder holds (train, val, test in data/prepared; external in data/external)."""
+    return list(_info(folder)["splits"])
 
 
 def load_split(folder: str | Path, split: str, kind: str = "hr", mmap: bool = True) -> np.ndarray:

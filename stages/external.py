@@ -1,0 +1,20 @@
+"""DVC stage `external`: the external test set (evaluate.external) -> data/external (see cardiac_sr.external)."""
+
+from _common import run
+
+from cardiac_sr.external import build_external
+from cardiac_sr.params import get
+
+
+def main(params: dict) -> None:
+    info = build_external(get(params, "evaluate.external", None), get(params, "prepare"), get(params, "degrade"),
+                          "data/prepared", "data/external")
+    if info["external"] is None:
+        print("external test set: off (evaluate.external is null)")
+    else:
+        print(f"external test set: {info['splits']['external']} slices of {len(info['patients']['external'])} "
+              f"patients from {info['external']['path']}")
+
+
+if __name__ == "__main__":
+    run(main)
