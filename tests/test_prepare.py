@@ -164,3 +164,18 @@ def test_cli_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for cmd in ("inspect", "prepare", "degrade"):
         assert cmd in out
+
+
+def test_randomised_phantom_trains_on_randomised_and_tests_on_the_realistic_phantom(prepared, tmp_path):
+    plain_dir, _ = prepared
+    tiny = dict(TINY, phantom=dict(TINY["phantom"], randomise=1.0))
+    prepare(tiny, 4, tmp_path / "rand")
+    for split, same in (("train", False), ("val", False), ("test", True)):
+        a, b = load_split(plain_dir, split, "hr"), load_split(tmp_path / "rand", split, "hr")
+        assert np.array_equal(a, b) == same, split
+    tiny["phantom"]["randomise_splits"] = ["train", "val", "test"]
+    prepare(tiny, 4, tmp_path / "all")
+    assert not np.array_equal(load_split(plain_dir, "test", "hr"), load_split(tmp_path / "all", "test", "hr"))
+    for bad, message in ((2.0, "must be in \\[0, 1\\]"), ("lots", "must be a number")):
+        with pytest.raises(CardiacSRError, match=message):
+            prepare(dict(TINY, phantom=dict(TINY["phantom"], randomise=bad)), 4, tmp_path / "bad")

@@ -84,6 +84,26 @@ def _smooth_field(rng: np.random.Generator, n: int, corr_px: float) -> np.ndarra
     return (field - field.mean()) / (field.std() + 1e-12)
 
 
+PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "moon", "rocket",
+          "motorcycle_left", "retina")
+
+
+def _photo_texture(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Zero-mean, unit-std detail (high-pass) of a randomly chosen, zoomed, rotated and cropped grey photograph."""
+    from scipy import ndimage
+    from skimage import color, data, transform
+
+    img = getattr(data, PHOTOS[rng.integers(len(PHOTOS))])()
+    img = np.asarray(color.rgb2gray(img[..., :3]) if img.ndim == 3 else img, np.float64)
+    img = img / max(img.max(), 1e-9)
+    zoom = rng.uniform(1.0, 3.0) * n / min(img.shape)
+    img = np.rot90(transform.rescale(img, zoom, order=1, anti_aliasing=zoom < 1), rng.integers(4))
+    r0, c0 = rng.integers(0, img.shape[0] - n + 1), rng.integers(0, img.shape[1] - n + 1)
+    crop = img[r0:r0 + n, c0:c0 + n]
+    detail = crop - ndimage.gaussian_filter(crop, 8.0)
+    return (detail - detail.mean()) / (detail.std() + 1e-12)
+
+
 def _edge_alpha(distance_mm: np.ndarray, pixel_mm: float) -> np.ndarray:
     """Partial-volume occupancy from a signed distance (negative inside)."""
     return np.clip(0.5 - distance_mm / pixel_mm, 0.0, 1.0)
@@ -166,6 +186,9 @@ class Randomisation:
         p.snr = cfg.snr * float(np.exp(u(-np.log(4.0), np.log(1.5)) * r))
         corr = u(0.6, 2.5)
         p.texture_fine = _smooth_field(rng, n, corr_px=corr)
+        photo_share = r * u(0.0, 1.0)  # natural-image structure inside the tissues (photographs bundled with scikit-image)
+        if photo_share > 0:
+            p.texture_fine = np.sqrt(1 - photo_share**2) * p.texture_fine + photo_share * _photo_texture(rng, n)
         # finer, deeper trabeculation of the endocardium
         p.endo_harm = p.endo_harm + [(int(k), r * u(0.0, 0.03), u(0, 2 * np.pi)) for k in rng.integers(19, 40, 4)]
         extras = [(u(-1, 1), u(-1, 1), u(0.7, 5.0), u(0.7, 5.0), u(0, np.pi), u(0.02, 1.0))
@@ -480,7 +503,7 @@ class PhantomGenerator:
                 _, roi_d = self._heart_layers(p, z, t, cbx, cby)
                 roi[s, f] = roi_d < 0
         return Study(
-            patient_id=f"phantom{index:03d}",
+            patient_id=phantom_id(index),
             image=image,
             spacing=(cfg.spacing_mm, cfg.spacing_mm, cfg.slice_thickness_mm),
             roi=roi,
@@ -489,6 +512,11 @@ class PhantomGenerator:
             meta={"ejection_fraction": float(p.ef), "snr": float(p.snr), "es_phase": float(p.es_phase),
                   **({"labels": label_maps} if labels else {})},
         )
+
+
+def phantom_id(index: int) -> str:
+    """The patient id of phantom patient ``index``."""
+    return f"phantom{index:03d}"
 
 
 def _tukey_window(n: int, fraction: float, alpha: float) -> np.ndarray:

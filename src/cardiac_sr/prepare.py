@@ -18,6 +18,7 @@ recorded so predictions can be mapped back: ``x = x01 * scale + offset``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from .errors import CardiacSRError
 from .fileio import atomic_dir
-from .phantom import PhantomConfig, PhantomGenerator
+from .phantom import PhantomConfig, PhantomGenerator, phantom_id
 from .readers import read_studies
 from .study import Study
 
@@ -170,16 +171,41 @@ def _phantom_study(args):
     return PhantomGenerator(cfg, seed).study(index)
 
 
-def phantom_studies(n_patients: int, seed: int, cfg: PhantomConfig, workers: int = 2) -> list[Study]:
-    """Generate ``n_patients`` phantom studies, in parallel over patients (deterministic)."""
+def phantom_studies(n_patients: int, seed: int, cfg: PhantomConfig | list[PhantomConfig],
+                    workers: int = 2) -> list[Study]:
+    """Generate ``n_patients`` phantom studies (one config, or one per patient), in parallel over patients
+    (deterministic)."""
     if n_patients < 1:
         raise CardiacSRError(f"prepare.phantom.patients must be >= 1, got {n_patients}")
-    jobs = [(cfg, seed, i) for i in range(n_patients)]
+    cfgs = cfg if isinstance(cfg, list) else [cfg] * n_patients
+    jobs = [(cfgs[i], seed, i) for i in range(n_patients)]
     desc = "phantom patients"
     if workers > 1 and n_patients > 1:
         with mp.get_context().Pool(workers) as pool:
             return list(tqdm(pool.imap(_phantom_study, jobs), total=n_patients, desc=desc))
     return [_phantom_study(j) for j in tqdm(jobs, desc=desc)]
+
+
+def _phantom_configs(cfg: PhantomConfig, n: int, ph: dict, prep: dict) -> list[PhantomConfig]:
+    """Per-patient configs: domain randomisation (``prepare.phantom.randomise``) for the patients of
+    the splits in ``prepare.phantom.randomise_splits`` (default train and val: the models learn from
+    randomised images and are tested on the realistic phantom), the realistic phantom for the rest."""
+    try:
+        strength = float(ph.get("randomise", 0.0))
+    except (TypeError, ValueError):
+        raise CardiacSRError(f"params.yaml: 'prepare.phantom.randomise' must be a number, got {ph.get('randomise')!r}") from None
+    if not 0.0 <= strength <= 1.0:
+        raise CardiacSRError(f"params.yaml: 'prepare.phantom.randomise' must be in [0, 1], got {strength}")
+    splits = ph.get("randomise_splits", ["train", "val"])
+    if not isinstance(splits, (list, tuple)) or any(s not in SPLITS for s in splits):
+        raise CardiacSRError(f"params.yaml: 'prepare.phantom.randomise_splits' must be a list of {', '.join(SPLITS)}, "
+                             f"got {splits!r}")
+    if strength == 0.0:
+        return [cfg] * n
+    ids = [phantom_id(i) for i in range(n)]
+    assignment = split_patients(ids, prep["split"], int(prep["seed"]), allow_empty_test=True)
+    randomised = dataclasses.replace(cfg, randomise=strength)
+    return [randomised if assignment.get(pid) in splits else cfg for pid in ids]
 
 
 def load_studies(prep: dict) -> list[Study]:
@@ -196,8 +222,10 @@ def load_studies(prep: dict) -> list[Study]:
                 raise CardiacSRError(f"params.yaml: missing param 'prepare.phantom.{key}'")
         cfg = PhantomConfig(slices=int(ph["slices"]), phases=int(ph["phases"]), size=int(ph["size"]),
                             spacing_mm=float(ph["spacing_mm"]), slice_thickness_mm=float(ph["slice_thickness_mm"]),
-                            snr=float(ph["snr"]), randomise=float(ph.get("randomise", 0.0)))
-        return phantom_studies(int(ph["patients"]), int(prep["seed"]), cfg, workers=int(prep.get("workers", 2)))
+                            snr=float(ph["snr"]))
+        n = int(ph["patients"])
+        return phantom_studies(n, int(prep["seed"]), _phantom_configs(cfg, n, ph, prep),
+                               workers=int(prep.get("workers", 2)))
     return read_studies(source, prep.get("path"), contours=prep.get("contours"), strict=bool(prep.get("strict", False)))
 
 
