@@ -124,3 +124,15 @@ def test_randomised_phantom_varies_contrast_sharpness_and_shape():
     for st in rand:
         inside = st.meta["labels"][st.roi.astype(bool)]
         assert st.roi.sum() > 20 and np.isin(inside, [LABELS["blood"], LABELS["myocardium"], LABELS["clutter"]]).mean() > 0.8
+
+
+def test_photograph_textures_load_offline_and_are_normalised():
+    from cardiac_sr.phantom import PHOTOS, _photo_texture
+
+    rng = np.random.default_rng(0)
+    for _ in range(3 * len(PHOTOS)):  # every photograph is drawn (they ship inside scikit-image's wheel)
+        t = _photo_texture(rng, 96)
+        assert t.shape == (96, 96) and abs(t.mean()) < 1e-9 and abs(t.std() - 1) < 1e-6
+    from skimage import data
+    for name in PHOTOS:
+        assert getattr(data, name)().size > 10_000, name

@@ -85,7 +85,7 @@ def _smooth_field(rng: np.random.Generator, n: int, corr_px: float) -> np.ndarra
 
 
 PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "moon", "rocket",
-          "motorcycle_left", "retina")
+          "cell", "retina")
 
 
 def _photo_texture(rng: np.random.Generator, n: int) -> np.ndarray:
