@@ -204,3 +204,65 @@ def test_3d_nifti_stays_3d(models, tmp_path):
     np.testing.assert_allclose(out.header.get_zooms(), (0.375, 0.375, 8.0))
     np.testing.assert_allclose(np.asarray(out.dataobj)[..., 1], np.clip(upsample_bicubic(vol[..., 1], 4), 0, None),
                                atol=1e-3)
+
+
+def test_tile_and_batch_size_are_checked_before_any_work(subset, models, tmp_path, capsys):
+    """A tile no larger than twice its overlap used to loop forever, growing memory without bound."""
+    model = models / "tiny.keras"
+    for flag, value, message in (("--tile", "32", "--tile: 32 is too small (at least 40)"),
+                                 ("--tile", "-5", "--tile: -5 is too small"),
+                                 ("--tile", "big", "--tile: 'big' is not a whole number"),
+                                 ("--batch-size", "0", "--batch-size: 0 is too small (at least 1)")):
+        with pytest.raises(SystemExit) as exc:
+            main(["predict", str(subset), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model), flag, value])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(CardiacSRError, match="tile 32 must be larger than twice the overlap"):
+        super_resolve(load_model(model), np.zeros((1, 64, 64), np.float32), 4, tile=32, overlap=16, progress=False)
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_overwrite_never_deletes_foreign_files(subset, models, tmp_path, capsys):
+    model = str(models / "tiny.keras")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "results").mkdir()
+    assert main(["predict", str(subset), "-o", str(mine), "--model", model, "--overwrite"]) == 2
+    assert "holds files cardiac-sr did not write" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "results").is_dir()
+    # a file format into an existing folder: a clear error, no temp file left behind
+    assert main(["predict", str(subset), "-o", str(mine), "--format", "npy", "--model", model, "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "results"]
+    # a previous DICOM output of ours is replaced; so is a file
+    out = tmp_path / "sr"
+    assert main(["predict", str(subset), "-o", str(out), "--model", model]) == 0
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["predict", str(subset), "-o", str(out), "--model", model, "--overwrite"]) == 0
+    assert set(first) == {p.name for p in out.iterdir()} and len(first) == 6
+    (tmp_path / "old.npy").write_text("an older result")
+    np.save(tmp_path / "grey.npy", np.ones((2, 16, 16), np.float32))
+    assert main(["predict", str(tmp_path / "grey.npy"), "-o", str(tmp_path / "old.npy"), "--model", model,
+                 "--overwrite"]) == 0
+    assert np.load(tmp_path / "old.npy").shape == (2, 64, 64)
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+
+
+def test_empty_npy_and_ctrl_c_give_one_line(tmp_path, models, capsys, monkeypatch):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 16, 16), np.float32))
+    assert main(["predict", str(tmp_path / "empty.npy"), "-o", str(tmp_path / "o.npy"),
+                 "--model", str(models / "tiny.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.npy: the array is empty (0, 16, 16)" in err and err.count("\n") == 1
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("cardiac_sr.predict.predict", interrupted)
+    np.save(tmp_path / "grey.npy", np.ones((2, 16, 16), np.float32))
+    assert main(["predict", str(tmp_path / "grey.npy"), "-o", str(tmp_path / "o.npy"),
+                 "--model", str(models / "tiny.keras")]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("cardiac-sr: interrupted;") and err.count("\n") == 1
+    assert not (tmp_path / "o.npy").exists()

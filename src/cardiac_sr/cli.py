@@ -24,6 +24,19 @@ library functions as the subcommands here.
 """
 
 
+def _at_least(minimum: int):
+    """argparse type: an integer >= ``minimum`` (a bad value is a one-line usage error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small (at least {minimum})")
+        return value
+    return parse
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -179,9 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", action="store_true",
                    help="also write OUTPUT_uncertainty (std over the 8 flips/rotations, intensity units) and "
                         "OUTPUT_warning (1 where the std exceeds 2%% of the 99.5th-percentile intensity)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
-    p.add_argument("--tile", type=int, default=256, help="LR tile size bounding memory for large slices (default 256)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT if it is a file, or a DICOM folder written by cardiac-sr predict; "
+                        "a folder holding anything else is never replaced")
+    p.add_argument("--batch-size", type=_at_least(1), default=8, help="images per model call (default 8)")
+    from .predict import MIN_TILE
+
+    p.add_argument("--tile", type=_at_least(MIN_TILE), default=256,
+                   help=f"LR tile size bounding memory for large slices (default 256, at least {MIN_TILE})")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -196,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models/selected.keras")
     p.add_argument("--degrade", choices=["blur_bicubic", "kspace"], default="blur_bicubic")
     p.add_argument("--blur-sigma", type=float, default=1.0, help="Gaussian sigma for blur_bicubic (HR pixels)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_at_least(1), default=8)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_assess)
 
@@ -224,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     except CardiacSRError as exc:
         print(f"cardiac-sr: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("cardiac-sr: interrupted; outputs are written to a temporary name and renamed when complete, "
+              "so nothing half-written was left", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

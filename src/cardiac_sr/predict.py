@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ DEFAULT_MODEL = "models/selected.keras"
 UNCERTAINTY_THRESHOLD = 0.02  # on the normalised [0, 1] scale
 MAX_OUTPUT_PIXELS = 1 << 21     # per model call: 8 slices of 512 x 512, 2 of 1024 x 1024 (~0.5 GiB per feature tensor)
 FORMATS = ("dicom", "nifti", "npy")
+TILE_OVERLAP = 16  # LR pixels of context read on each side of a tile (beyond the network's receptive field)
+MIN_TILE = 2 * TILE_OVERLAP + 8  # a tile must keep more than its overlap, or tiling never advances
 
 
 # ----------------------------------------------------------------------------- the model
@@ -84,6 +87,8 @@ def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """Cover range(n) with windows (read_lo, read_hi, keep_lo, keep_hi)."""
     if n <= tile:
         return [(0, n, 0, n)]
+    if tile <= 2 * overlap:
+        raise CardiacSRError(f"tile {tile} must be larger than twice the overlap ({2 * overlap} LR pixels)")
     out, start = [], 0
     step = tile - 2 * overlap
     while start < n:
@@ -95,7 +100,7 @@ def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
 
 
 def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, tile: int = 256,
-                  overlap: int = 16, progress: bool = True, desc: str = "super-resolve") -> np.ndarray:
+                  overlap: int = TILE_OVERLAP, progress: bool = True, desc: str = "super-resolve") -> np.ndarray:
     """Model output for normalised LR images (N, h, w) -> (N, h*scale, w*scale), float32, unclipped.
 
     Images wider or taller than ``tile`` are split into tiles with ``overlap``
@@ -111,7 +116,8 @@ def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, ti
     # bound memory: at most MAX_OUTPUT_PIXELS output pixels per model call (64 feature maps each)
     largest = max((r[1] - r[0]) * (c[1] - c[0]) for r, c in windows) * scale * scale
     batch_size = max(1, min(batch_size, MAX_OUTPUT_PIXELS // largest))
-    bar = tqdm(total=n * len(windows), desc=desc, unit="img", disable=not progress, mininterval=1)
+    bar = tqdm(total=n * len(windows), desc=desc, unit="tile" if len(windows) > 1 else "img", disable=not progress,
+               mininterval=1)
     for (r0, r1, kr0, kr1), (c0, c1, kc0, kc1) in windows:
         for i in range(0, n, batch_size):
             x = images[i:i + batch_size, r0:r1, c0:c1, None]
@@ -209,6 +215,8 @@ def read_npy(path: str | os.PathLike) -> Study:
         a = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise CardiacSRError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from exc
+    if a.size == 0:
+        raise CardiacSRError(f"{path}: the array is empty {a.shape}")
     if a.dtype.kind not in "iuf" or a.ndim not in (2, 3, 4):
         raise CardiacSRError(f"{path}: expected a numeric (H, W), (N, H, W) or (slices, phases, H, W) array, "
                              f"got {a.dtype} {a.shape}")
@@ -232,13 +240,46 @@ def output_format(output: Path, requested: str | None) -> str:
     return "dicom"
 
 
-def check_output(output: str | os.PathLike, overwrite: bool) -> Path:
+SERIES_FILE = re.compile(r"s\d{3}_t\d{3}\.dcm")  # the file names write_dicom_series gives
+
+
+def is_predicted_series(folder: Path) -> bool:
+    """True for a folder that only holds what ``predict`` writes as DICOM: ``sNNN_tNNN.dcm`` files, or
+    one folder of them per patient (a root of studies)."""
+    def flat(f: Path) -> bool:
+        return all(e.is_file() and not e.is_symlink() and SERIES_FILE.fullmatch(e.name) for e in f.iterdir())
+
+    entries = list(folder.iterdir())
+    return flat(folder) or all(e.is_dir() and not e.is_symlink() and flat(e) for e in entries)
+
+
+def check_output(output: str | os.PathLike, overwrite: bool, fmt: str) -> Path:
+    """``output`` if it may be written: new, or (with ``overwrite``) a file, or a DICOM folder of ours."""
     output = Path(output)
     if not output.parent.is_dir():
         raise CardiacSRError(f"{output}: the output's folder {output.parent} does not exist")
-    if output.exists() and not overwrite:
+    if not (output.exists() or output.is_symlink()):
+        return output
+    if not overwrite:
         raise CardiacSRError(f"{output}: already exists (use --overwrite to replace it)")
+    ours = FOLDER_OUTPUTS.get(fmt)
+    if output.is_dir() and ours is None:
+        raise CardiacSRError(f"{output}: is a folder; a {fmt} output is one file, so name a file inside it")
+    if output.is_dir() and not ours[0](output):
+        raise CardiacSRError(f"{output}: is a folder that holds files cardiac-sr did not write; --overwrite only "
+                             f"replaces {ours[1]}, so choose a new folder")
     return output
+
+
+def is_saved_model(folder: Path) -> bool:
+    """True for a folder that only holds what a TensorFlow SavedModel export writes."""
+    names = {e.name for e in folder.iterdir()}
+    return "saved_model.pb" in names and names <= {"saved_model.pb", "fingerprint.pb", "variables", "assets"}
+
+
+# output formats written as folders: how to recognise a previous output of ours, and its description
+FOLDER_OUTPUTS = {"dicom": (is_predicted_series, "a previous DICOM output of predict (sNNN_tNNN.dcm files)"),
+                  "savedmodel": (is_saved_model, "a previous SavedModel export (saved_model.pb, variables/)")}
 
 
 def _cast_like(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -285,7 +326,7 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
 
 
 def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scale: int, model_name: str,
-                       description: str = "super-resolved") -> None:
+                       description: str = "super-resolved", progress: bool = True) -> None:
     """One DICOM file per (slice, phase): pixels, size, spacing and position updated; new UIDs."""
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -294,51 +335,51 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
         raise CardiacSRError("DICOM output needs a DICOM input (its tags are copied); write .nii.gz instead")
     series_uid = generate_uid()
     s_count, t_count = study.sources.shape
-    for s in range(s_count):
-        for t in range(t_count):
-            src = Path(str(study.sources[s, t]))
-            try:
-                ds = pydicom.dcmread(src)
-            except Exception as exc:
-                raise CardiacSRError(f"{src}: cannot re-read the input DICOM ({exc})") from exc
-            ds = copy.deepcopy(ds)
-            slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-            intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-            stored = (pred_volume[s, t] - intercept) / slope
-            signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
-            bits = int(getattr(ds, "BitsAllocated", 16))
-            dtype = np.dtype(f"{'i' if signed else 'u'}{max(bits, 16) // 8}")
-            bits_stored = int(getattr(ds, "BitsStored", bits))
-            lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
-            pixels = np.clip(np.rint(stored), lo, hi).astype(dtype)
-            row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
-            if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
-                iop = np.asarray(ds.ImageOrientationPatient, float)
-                shift = -(1.0 - 1.0 / scale) / 2.0
-                ipp = np.asarray(ds.ImagePositionPatient, float) + shift * (iop[:3] * col_mm + iop[3:] * row_mm)
-                ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
-            ds.PixelSpacing = [f"{row_mm / scale:.6f}", f"{col_mm / scale:.6f}"]
-            ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit = dtype.itemsize * 8, bits_stored, bits_stored - 1
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.PixelData = pixels.tobytes()
-            for tag in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
-                if tag in ds:
-                    del ds[tag]
-            ds.SeriesInstanceUID = series_uid
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.ImageType = ["DERIVED", "SECONDARY"]
-            old = str(getattr(ds, "SeriesDescription", "") or "").strip()
-            ds.SeriesDescription = (f"{old} {description} x{scale} (cardiac-sr {model_name})").strip()[:64]
-            ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + 1000
-            ds.DerivationDescription = f"{description} x{scale} in-plane by cardiac-sr model {model_name}"[:1024]
-            ds.save_as(folder / f"s{s:03d}_t{t:03d}.dcm", enforce_file_format=True)
+    for s, t in tqdm(list(np.ndindex(s_count, t_count)), desc=f"write DICOM {study.patient_id}", unit="file",
+                     mininterval=1, disable=not progress):
+        src = Path(str(study.sources[s, t]))
+        try:
+            ds = pydicom.dcmread(src)
+        except Exception as exc:
+            raise CardiacSRError(f"{src}: cannot re-read the input DICOM ({exc})") from exc
+        ds = copy.deepcopy(ds)
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        stored = (pred_volume[s, t] - intercept) / slope
+        signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+        bits = int(getattr(ds, "BitsAllocated", 16))
+        dtype = np.dtype(f"{'i' if signed else 'u'}{max(bits, 16) // 8}")
+        bits_stored = int(getattr(ds, "BitsStored", bits))
+        lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+        pixels = np.clip(np.rint(stored), lo, hi).astype(dtype)
+        row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
+        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            iop = np.asarray(ds.ImageOrientationPatient, float)
+            shift = -(1.0 - 1.0 / scale) / 2.0
+            ipp = np.asarray(ds.ImagePositionPatient, float) + shift * (iop[:3] * col_mm + iop[3:] * row_mm)
+            ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+        ds.PixelSpacing = [f"{row_mm / scale:.6f}", f"{col_mm / scale:.6f}"]
+        ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = dtype.itemsize * 8, bits_stored, bits_stored - 1
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.PixelData = pixels.tobytes()
+        for tag in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
+            if tag in ds:
+                del ds[tag]
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.ImageType = ["DERIVED", "SECONDARY"]
+        old = str(getattr(ds, "SeriesDescription", "") or "").strip()
+        ds.SeriesDescription = (f"{old} {description} x{scale} (cardiac-sr {model_name})").strip()[:64]
+        ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + 1000
+        ds.DerivationDescription = f"{description} x{scale} in-plane by cardiac-sr model {model_name}"[:1024]
+        ds.save_as(folder / f"s{s:03d}_t{t:03d}.dcm", enforce_file_format=True)
 
 
 def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, scale: int, model_name: str,
-                     description: str, dtype=None) -> None:
+                     description: str, dtype=None, progress: bool = True) -> None:
     """Write one volume (S, T, H, W) to ``output`` atomically in ``fmt``."""
     if fmt == "nifti":
         write_nifti(volume, study, output, scale, dtype)
@@ -350,7 +391,7 @@ def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, s
             np.save(tmp, _cast_like(arr, dtype or np.float32))
     else:
         with atomic_dir(output) as tmp:
-            write_dicom_series(volume, study, tmp, scale, model_name, description)
+            write_dicom_series(volume, study, tmp, scale, model_name, description, progress)
 
 
 def _sibling(output: Path, tag: str) -> Path:
@@ -365,8 +406,8 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
             uncertainty: bool = False, batch_size: int = 8, tile: int = 256, percentile: float = 99.5,
             progress: bool = True) -> list[Path]:
     """The ``cardiac-sr predict`` command; returns the paths written."""
-    output = check_output(output, overwrite)
-    fmt = output_format(output, fmt)
+    fmt = output_format(Path(output), fmt)
+    output = check_output(output, overwrite, fmt)
     in_fmt, studies = read_input(input_path)
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
@@ -377,7 +418,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
         raise CardiacSRError(f"{input_path}: holds {len(studies)} studies; write them as DICOM (an output folder)")
     extra = [_sibling(output, "uncertainty"), _sibling(output, "warning")] if uncertainty else []
     for p in extra:
-        check_output(p, overwrite)
+        check_output(p, overwrite, fmt)
     written = []
     model_name = Path(model_path).stem
     dtype = np.dtype(studies[0].meta["dtype"]) if in_fmt == "npy" else None
@@ -386,7 +427,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
         target = output / study.patient_id if multi else output
         if multi:
             output.mkdir(exist_ok=True)
-        write_prediction(pred.sr, study, target, fmt, scale, model_name, "super-resolved", dtype)
+        write_prediction(pred.sr, study, target, fmt, scale, model_name, "super-resolved", dtype, progress)
         written.append(target)
         if uncertainty:
             for base, vol, desc in ((extra[0], pred.uncertainty, "SR uncertainty"),
@@ -395,7 +436,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
                 if multi:
                     base.mkdir(exist_ok=True)
                 write_prediction(vol, study, tgt, fmt, scale, model_name, desc,
-                                 np.float32 if fmt != "dicom" else None)
+                                 np.float32 if fmt != "dicom" else None, progress)
                 written.append(tgt)
     return written
 
@@ -509,7 +550,7 @@ def format_assessment(result: dict) -> str:
 
 def export(model_path, output, fmt: str = "savedmodel", overwrite: bool = False) -> Path:
     """Export a trained generator for serving: TensorFlow SavedModel or ONNX (atomically)."""
-    output = check_output(output, overwrite)
+    output = check_output(output, overwrite, fmt)
     model = load_model(model_path)
     if fmt == "savedmodel":
         with atomic_dir(output) as tmp:
