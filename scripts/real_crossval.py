@@ -71,6 +71,21 @@ def run_pair(params: dict, source: str, root: str, train_id: str, test_id: str, 
     return rows
 
 
+def header(argv: list[str], params: dict) -> str:
+    """What produced the table: command, date, machine and the train params used."""
+    import datetime
+    import platform
+
+    t = params["train"]
+    return (f"# Train on one real study, test on another\n\n"
+            f"`python scripts/real_crossval.py {' '.join(argv)}`, run {datetime.date.today()} on "
+            f"{platform.machine()} with {os.cpu_count()} CPU cores; train params from params.yaml: {t['epochs']} epochs "
+            f"x {t['steps_per_epoch']} steps x batch {t['batch_size']}, {t['patch_size']} px patches, learning rate "
+            f"{t['learning_rate']}; degradation {params['degrade']['method']} x{params['degrade']['scale']}. "
+            f"Gains over bicubic on the test study, scored by the pipeline's `evaluate` code; ROI = the contoured "
+            f"heart box where there are contours, else the central half of the image.\n\n")
+
+
 def markdown(rows: list[dict], init: str | None) -> str:
     lines = ["| train on | test on | start | test images | PSNR (dB) | bicubic (dB) | PSNR gain (dB) | SSIM gain "
              "| ROI PSNR gain (dB) | train s |",
@@ -124,7 +139,7 @@ def main(argv=None) -> int:
     table = markdown(rows, args.init)
     print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
+    out.write_text(header(sys.argv[1:] if argv is None else argv, params) + table)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
