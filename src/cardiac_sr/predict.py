@@ -240,7 +240,12 @@ def output_format(output: Path, requested: str | None) -> str:
     return "dicom"
 
 
-SERIES_FILE = re.compile(r"s\d{3}_t\d{3}\.dcm")  # the file names write_dicom_series gives
+SERIES_FILE = re.compile(r"s\d{3}_t\d{3}\.dcm")  # the names series_file gives
+
+
+def series_file(s: int, t: int) -> str:
+    """File name of slice ``s``, phase ``t`` in a DICOM series written by :func:`write_dicom_series`."""
+    return f"s{s:03d}_t{t:03d}.dcm"
 
 
 def is_predicted_series(folder: Path) -> bool:
@@ -249,12 +254,22 @@ def is_predicted_series(folder: Path) -> bool:
     def flat(f: Path) -> bool:
         return all(e.is_file() and not e.is_symlink() and SERIES_FILE.fullmatch(e.name) for e in f.iterdir())
 
-    entries = list(folder.iterdir())
-    return flat(folder) or all(e.is_dir() and not e.is_symlink() and flat(e) for e in entries)
+    return flat(folder) or all(e.is_dir() and not e.is_symlink() and flat(e) for e in folder.iterdir())
+
+
+def is_saved_model(folder: Path) -> bool:
+    """True for a folder that only holds what a TensorFlow SavedModel export writes."""
+    names = {e.name for e in folder.iterdir()}
+    return "saved_model.pb" in names and names <= {"saved_model.pb", "fingerprint.pb", "variables", "assets"}
+
+
+# output formats written as folders: how to recognise a previous output of ours, and its description
+FOLDER_OUTPUTS = {"dicom": (is_predicted_series, "a previous DICOM output of predict (sNNN_tNNN.dcm files)"),
+                  "savedmodel": (is_saved_model, "a previous SavedModel export (saved_model.pb, variables/)")}
 
 
 def check_output(output: str | os.PathLike, overwrite: bool, fmt: str) -> Path:
-    """``output`` if it may be written: new, or (with ``overwrite``) a file, or a DICOM folder of ours."""
+    """``output`` if it may be written: new, or (with ``overwrite``) a file, or a folder output of ours."""
     output = Path(output)
     if not output.parent.is_dir():
         raise CardiacSRError(f"{output}: the output's folder {output.parent} does not exist")
@@ -269,17 +284,6 @@ def check_output(output: str | os.PathLike, overwrite: bool, fmt: str) -> Path:
         raise CardiacSRError(f"{output}: is a folder that holds files cardiac-sr did not write; --overwrite only "
                              f"replaces {ours[1]}, so choose a new folder")
     return output
-
-
-def is_saved_model(folder: Path) -> bool:
-    """True for a folder that only holds what a TensorFlow SavedModel export writes."""
-    names = {e.name for e in folder.iterdir()}
-    return "saved_model.pb" in names and names <= {"saved_model.pb", "fingerprint.pb", "variables", "assets"}
-
-
-# output formats written as folders: how to recognise a previous output of ours, and its description
-FOLDER_OUTPUTS = {"dicom": (is_predicted_series, "a previous DICOM output of predict (sNNN_tNNN.dcm files)"),
-                  "savedmodel": (is_saved_model, "a previous SavedModel export (saved_model.pb, variables/)")}
 
 
 def _cast_like(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -375,7 +379,7 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
         ds.SeriesDescription = (f"{old} {description} x{scale} (cardiac-sr {model_name})").strip()[:64]
         ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + 1000
         ds.DerivationDescription = f"{description} x{scale} in-plane by cardiac-sr model {model_name}"[:1024]
-        ds.save_as(folder / f"s{s:03d}_t{t:03d}.dcm", enforce_file_format=True)
+        ds.save_as(folder / series_file(s, t), enforce_file_format=True)
 
 
 def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, scale: int, model_name: str,
