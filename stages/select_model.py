@@ -10,4 +10,4 @@ def main(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, tensorflow=True)

@@ -266,3 +266,23 @@ def test_empty_npy_and_ctrl_c_give_one_line(tmp_path, models, capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("cardiac-sr: interrupted;") and err.count("\n") == 1
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_pickled_npy_and_lambda_model_are_refused_without_running_code(tmp_path, models, capsys):
+    """Neither a pickled .npy nor a .keras file with a Python lambda is ever executed (safe loading)."""
+    import keras
+
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert main(["predict", str(tmp_path / "pickled.npy"), "-o", str(tmp_path / "o.npy"),
+                 "--model", str(models / "tiny.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "pickled.npy: not a readable .npy array" in err and err.count("\n") == 1
+    inp = keras.Input((None, None, 1))
+    lam = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(keras.layers.UpSampling2D(4)(inp)))
+    lam.save(tmp_path / "lambda.keras")
+    np.save(tmp_path / "grey.npy", np.ones((2, 16, 16), np.float32))
+    assert main(["predict", str(tmp_path / "grey.npy"), "-o", str(tmp_path / "o.npy"),
+                 "--model", str(tmp_path / "lambda.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "lambda.keras: cannot be loaded as a Keras model in safe mode" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.npy").exists()

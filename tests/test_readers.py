@@ -1,3 +1,4 @@
+import warnings
 import shutil
 import nibabel as nib
 import numpy as np
@@ -96,19 +97,27 @@ def test_folder_without_dicom(tmp_path):
         read_dicom(tmp_path / "d")
 
 
-def test_only_corrupt_dicom_is_an_error(tmp_path):
+def _skips(caplog, name):
+    """The log records that report skipping ``name``: exactly one is expected (no Python warning as well)."""
+    return [r for r in caplog.records if r.message.startswith("skipping") and name in r.message]
+
+
+def test_only_corrupt_dicom_is_an_error(tmp_path, caplog):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "1.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 10)
-    with pytest.warns(UserWarning, match="1.dcm"), pytest.raises(CardiacSRError, match="no readable DICOM"):
+    with pytest.raises(CardiacSRError, match="no readable DICOM"):
         read_dicom(tmp_path / "d")
+    assert len(_skips(caplog, "1.dcm")) == 1
 
 
-def test_corrupt_dicom_among_good_is_skipped_with_warning_or_fails_strict(tmp_path, sunnybrook):
+def test_corrupt_dicom_among_good_is_skipped_with_warning_or_fails_strict(tmp_path, sunnybrook, caplog):
     _copy_images(sunnybrook / "SCD0000101", tmp_path / "d", n=40)
     bad = tmp_path / "d" / "5.dcm"
     bad.write_bytes(bad.read_bytes()[:600])  # truncated: header only
-    with pytest.warns(UserWarning, match=r"5\.dcm"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the skip is said once, in the log, not also as a Python warning
         (st,) = read_dicom(tmp_path / "d")
+    assert len(_skips(caplog, "5.dcm")) == 1
     assert st.image.shape[0] * st.image.shape[1] <= 39
     with pytest.raises(CardiacSRError, match=r"5\.dcm"):
         read_dicom(tmp_path / "d", strict=True)
@@ -176,11 +185,24 @@ def test_nifti_errors(tmp_path):
         read_nifti(tmp_path / "broken.nii.gz")
 
 
-def test_corrupt_nifti_among_good_is_skipped_with_warning(tmp_path):
+def test_corrupt_nifti_among_good_is_skipped_with_warning(tmp_path, caplog):
     _write_nifti(tmp_path / "good_4d.nii.gz", np.ones((16, 16, 2, 3), np.float32), (1, 1, 1, 1))
     (tmp_path / "bad_4d.nii.gz").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="bad_4d.nii.gz"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         studies = read_nifti(tmp_path)
+    assert len(_skips(caplog, "bad_4d.nii.gz")) == 1
     assert [s.patient_id for s in studies] == ["good"]
     with pytest.raises(CardiacSRError, match="bad_4d"):
         read_nifti(tmp_path, strict=True)
+
+
+def test_mixed_matrix_sizes_name_the_odd_file(tmp_path, sunnybrook):
+    _copy_images(sunnybrook / "SCD0000101", tmp_path / "d", n=40)
+    odd = tmp_path / "d" / "17.dcm"
+    ds = pydicom.dcmread(odd)
+    small = ds.pixel_array[:128, :128].copy()
+    ds.set_pixel_data(small, photometric_interpretation="MONOCHROME2", bits_stored=int(ds.BitsStored))
+    ds.save_as(odd)
+    with pytest.raises(CardiacSRError, match=r"17\.dcm: image size \(128, 128\) differs from the 39 other images"):
+        read_dicom(tmp_path / "d")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from cardiac_sr.degrade import blur_bicubic
-from cardiac_sr.errors import CardiacSRError
+from cardiac_sr.errors import CardiacSRError, Interrupted
 from cardiac_sr.models import load_generator
 from cardiac_sr.train import load_pairs, model_config, patch_dataset, split_model_name, train_model
 
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAIN
 
 
 def _train(tmp_path, tiny_data, params, name="mse-TS", tag="run"):
@@ -138,3 +138,78 @@ def test_gpu_profile_code_path_runs_on_cpu(tmp_path, tiny_data, tiny_params):
     assert np.isfinite(summary["final"]["loss"])
     y = load_generator(out / "mse-NN.keras").predict_on_batch(np.zeros((1, 8, 8, 1), np.float32))
     assert y.dtype == np.float32
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("steps_per_epoch", 0, r"'train.steps_per_epoch' must be >= 1, got 0"),
+    ("epochs", 0, r"'train.epochs' must be >= 1, got 0"),
+    ("epochs", -3, r"'train.epochs' must be >= 1, got -3"),
+    ("batch_size", 0, r"'train.batch_size' must be >= 1, got 0"),
+    ("learning_rate", "abc", r"'train.learning_rate' must be a number, got 'abc'"),
+    ("learning_rate", 0, r"'train.learning_rate' must be > 0"),
+    ("patch_size", 32.5, r"'train.patch_size' must be an integer, got 32.5"),
+])
+def test_bad_numeric_train_params_are_refused_before_training(tiny_params, key, value, message):
+    """steps_per_epoch 0 used to hang, epochs 0 to publish an untrained model, batch_size 0 to crash in TF."""
+    tiny_params["train"][key] = value
+    with pytest.raises(CardiacSRError, match=message):
+        model_config(tiny_params, "mse-TS")
+    tiny_params["train"][key] = TINY_TRAIN[key]
+    tiny_params["models"] = {"mse-TS": {key: value}}  # a per-model override is named as such
+    with pytest.raises(CardiacSRError, match=message.replace("train.", "models.mse-TS.")):
+        model_config(tiny_params, "mse-TS")
+
+
+def test_ctrl_c_in_training_says_which_checkpoint_is_kept(tmp_path, tiny_data, tiny_params, monkeypatch):
+    monkeypatch.setenv("CARDIAC_SR_STOP_AFTER_EPOCH", "1")
+    with pytest.raises(Interrupted, match=r"mse-TS: training interrupted; the checkpoint after epoch 1 of 2 is "
+                                          r"kept in .*scratch.*mse-TS, re-run to resume"):
+        _train(tmp_path, tiny_data, tiny_params)
+
+
+def test_ctrl_c_in_a_stage_prints_one_line_and_exits_130(tmp_path):
+    """stages/_common.run: an interrupt is one line on stderr and exit status 130, not a traceback."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / 'stages')!r})
+        from _common import run
+        from cardiac_sr.errors import Interrupted
+        def stage(params):
+            raise Interrupted("mse-NN: training interrupted; the checkpoint after epoch 3 of 10 is kept")
+        run(stage)
+    """)
+    (tmp_path / "params.yaml").write_text("train: {epochs: 1}\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == "mse-NN: training interrupted; the checkpoint after epoch 3 of 10 is kept"
+
+
+def test_complete_checkpoint_reports_last_epoch_and_force_retrains(tmp_path, tiny_data, tiny_params, caplog):
+    caplog.set_level("INFO")
+    out, first = _train(tmp_path, tiny_data, tiny_params)
+    # a re-run by hand with the model present: nothing to train, but the last epoch's numbers are reported
+    _, again = _train(tmp_path, tiny_data, tiny_params)
+    assert again["resumed_from_epoch"] == 2 and again["train_seconds_this_run"] < 5
+    assert again["final"] == pytest.approx(first["final"]) and "loss" in again["final"]
+    # `dvc repro --force` removes the model first: a complete checkpoint without its model trains from scratch
+    before = _weights(out / "mse-TS.keras")
+    (out / "mse-TS.keras").unlink()
+    _, forced = _train(tmp_path, tiny_data, tiny_params)
+    assert forced["resumed_from_epoch"] == 0 and forced["train_seconds_this_run"] > 0
+    assert any("training from scratch" in r.message for r in caplog.records)
+    for x, y in zip(before, _weights(out / "mse-TS.keras")):  # the same params retrain to the same weights
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_code_change_invalidates_the_checkpoint(tmp_path, tiny_data):
+    from cardiac_sr import train
+
+    prepared, degraded = tiny_data
+    files = [prepared / "train_hr.npy", degraded / "train_lr.npy"]
+    code = tmp_path / "losses.py"
+    code.write_text("x = 1\n")
+    a = train.fingerprint({"epochs": 1}, files + [code])
+    code.write_text("x = 2\n")
+    assert train.fingerprint({"epochs": 1}, files + [code]) != a
+    assert {p.name for p in train.CODE_FILES} == {"train.py", "models.py", "losses.py"}
+    assert all(p.is_file() for p in train.CODE_FILES)

@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--tile", type=_at_least(MIN_TILE), default=256,
                    help=f"LR tile size bounding memory for large slices (default 256, at least {MIN_TILE})")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, tensorflow=True)
 
     p = sub.add_parser(
         "assess", help="degrade your own HR study, super-resolve it, score model vs bicubic",
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-sigma", type=float, default=1.0, help="Gaussian sigma for blur_bicubic (HR pixels)")
     p.add_argument("--batch-size", type=_at_least(1), default=8)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_assess)
+    p.set_defaults(func=cmd_assess, tensorflow=True)
 
     p = sub.add_parser("export", help="export a trained model for serving (SavedModel or ONNX)",
                        description="Write a TensorFlow SavedModel (TensorFlow Serving) or an ONNX file (ONNX "
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["savedmodel", "onnx"], default="savedmodel")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, tensorflow=True)
     return parser
 
 
@@ -238,13 +238,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _setup_logging(args.verbose)
     try:
+        if getattr(args, "tensorflow", False):
+            from .runtime import start_tensorflow
+
+            start_tensorflow()
         return int(args.func(args) or 0)
     except CardiacSRError as exc:
         print(f"cardiac-sr: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cardiac-sr: interrupted; outputs are written to a temporary name and renamed when complete, "
-              "so nothing half-written was left", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"cardiac-sr: {exc}" if str(exc) else "cardiac-sr: interrupted; outputs are written to a temporary "
+              "name and renamed when complete, so nothing half-written was left", file=sys.stderr)
         return 130
 
 

@@ -9,3 +9,7 @@ traceback and exits with status 2.
 
 class CardiacSRError(ValueError):
     """A user-facing error: the message names the file or key and the problem."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or a kill) during long work; the message says what was kept.  Exit status 130."""

@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,6 @@ def read_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = Non
         except CardiacSRError as exc:
             if strict or "colour" in str(exc):
                 raise
-            warnings.warn(f"skipping {exc}", stacklevel=2)
             log.warning("skipping %s", exc)
             continue
         images[_patient_key(ds, f, root)].append((ds, pixels, f))
@@ -174,10 +173,12 @@ def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> 
             group = keep
         group.sort(key=lambda it: (float(getattr(it[0], "TriggerTime", 0) or 0), int(getattr(it[0], "InstanceNumber", 0) or 0)))
         slices.append(group)
-    shapes = {it[1].shape for g in slices for it in g}
+    shapes = Counter(it[1].shape for g in slices for it in g)
     if len(shapes) > 1:
-        raise CardiacSRError(f"patient {pid}: images of different sizes in one study: {sorted(shapes)} "
-                             f"(e.g. {slices[0][0][2]})")
+        usual = shapes.most_common(1)[0][0]
+        odd = next(it for g in slices for it in g if it[1].shape != usual)
+        raise CardiacSRError(f"{odd[2]}: image size {odd[1].shape} differs from the {shapes[usual]} other images "
+                             f"of patient {pid} ({usual}); a study must have one matrix size")
     n_phases = min(len(g) for g in slices)
     if any(len(g) != n_phases for g in slices):
         log.warning("patient %s: slices have different phase counts %s; keeping the first %d phases",
@@ -327,7 +328,6 @@ def read_nifti(path: str | os.PathLike, strict: bool = False) -> list[Study]:
         except CardiacSRError as exc:
             if strict:
                 raise
-            warnings.warn(f"skipping {exc}", stacklevel=2)
             log.warning("skipping %s", exc)
     if not studies:
         raise CardiacSRError(f"{root}: no readable NIfTI volume")

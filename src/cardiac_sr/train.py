@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CardiacSRError
+from .errors import CardiacSRError, Interrupted
 from .fileio import atomic_dir, atomic_file, write_json
-from .params import choice
+from .params import TRAIN_NUMBERS, choice, number
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,11 @@ def model_config(params: dict, name: str) -> dict:
     for key in ("batch_size", "patch_size", "epochs", "steps_per_epoch", "learning_rate", "seed"):
         if key not in cfg:
             raise CardiacSRError(f"params.yaml: missing param 'train.{key}' (or 'models.{name}.{key}')")
-    cfg["scale"] = int(params.get("degrade", {}).get("scale", 4))
+    for key, (kind, low, high) in TRAIN_NUMBERS.items():
+        if key in cfg:
+            where = f"models.{name}.{key}" if key in own else f"train.{key}"
+            cfg[key] = number(cfg[key], where, kind, low, high)
+    cfg["scale"] = number(params.get("degrade", {}).get("scale", 4), "degrade.scale", int, 2)
     if cfg["patch_size"] % cfg["scale"]:
         raise CardiacSRError(f"params.yaml: train.patch_size {cfg['patch_size']} is not a multiple of "
                              f"degrade.scale {cfg['scale']}")
@@ -196,8 +200,12 @@ def initialise_from(model, path: Path) -> None:
     model.set_weights(src.get_weights())
 
 
+# The code that decides what a checkpoint's weights mean: a change to it starts training over.
+CODE_FILES = [Path(__file__).with_name(f) for f in ("train.py", "models.py", "losses.py")]
+
+
 def fingerprint(cfg: dict, files: list[Path]) -> str:
-    """Hash of the training params and the training data files (for safe resume)."""
+    """Hash of the training params, the training data files and the training code (for safe resume)."""
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     for f in files:
         st = Path(f).stat()
@@ -267,7 +275,7 @@ def _make_callbacks():
             self.folder, self.live_dir, self.fp, self.stop_after = Path(folder), Path(live_dir), fp, stop_after
 
         def on_epoch_end(self, epoch, logs=None):
-            save_checkpoint(self.folder, self.model, self.live_dir, epoch + 1, self.fp)
+            save_checkpoint(self.folder, self.model, self.live_dir, epoch + 1, self.fp, logs)
             if self.stop_after is not None and epoch + 1 >= self.stop_after:
                 # used by the resume test: behaves like a kill right after a checkpoint
                 raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (CARDIAC_SR_STOP_AFTER_EPOCH)")
@@ -305,23 +313,33 @@ def predict_array(model, lr: np.ndarray, batch_size: int = 8) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(folder: Path, model, live_dir: Path, epochs_done: int, fp: str) -> None:
+def save_checkpoint(folder: Path, model, live_dir: Path, epochs_done: int, fp: str, logs: dict | None = None) -> None:
+    """Weights, optimiser state, dvclive folder and state.json (epochs done, fingerprint, the last epoch's logs)."""
+    state = {"epochs_done": epochs_done, "fingerprint": fp,
+             "last_epoch": {k: float(v) for k, v in (logs or {}).items()}}
     with atomic_dir(folder) as tmp:
         model.save_weights(tmp / "model.weights.h5")
         np.savez(tmp / "optimizer.npz", *[v.numpy() for v in model.optimizer.variables])
         if live_dir.exists():
             shutil.copytree(live_dir, tmp / "dvclive")
-        (tmp / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "fingerprint": fp}) + "\n")
+        (tmp / "state.json").write_text(json.dumps(state) + "\n")
+
+
+def checkpoint_state(folder: Path) -> dict:
+    """The checkpoint's state.json, or {} when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(folder) / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def restore_checkpoint(folder: Path, model, live_dir: Path, fp: str) -> int:
     """Load the checkpoint into ``model`` if it matches ``fp``; returns the epochs already done."""
-    state_file = folder / "state.json"
-    if not state_file.is_file():
+    state = checkpoint_state(folder)
+    if not state:
         return 0
-    state = json.loads(state_file.read_text())
     if state.get("fingerprint") != fp:
-        log.info("checkpoint %s is for other params or data: starting over", folder)
+        log.info("checkpoint %s is for other params, data or code: starting over", folder)
         return 0
     model.load_weights(folder / "model.weights.h5")
     saved = np.load(folder / "optimizer.npz")
@@ -367,7 +385,7 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     vsel = np.linspace(0, len(vhr) - 1, min(int(cfg.get("val_slices", 32)), len(vhr))).astype(int)
     init = init_path(cfg, name)
     fp = fingerprint({"name": name, **cfg}, [Path(prepared_dir) / "train_hr.npy", Path(degraded_dir) / "train_lr.npy"]
-                     + ([init] if init else []))
+                     + ([init] if init else []) + CODE_FILES)
 
     strategy = make_strategy(str(cfg.get("strategy", "auto")))
     with strategy.scope():
@@ -380,6 +398,13 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
 
     epochs, spe, bs = int(cfg["epochs"]), int(cfg["steps_per_epoch"]), int(cfg["batch_size"])
     live_dir.parent.mkdir(parents=True, exist_ok=True)
+    state = checkpoint_state(ckpt_dir)
+    if state.get("epochs_done", 0) >= epochs and not model_path.exists():
+        # `dvc repro` removes a stage's outputs before it runs, so a complete checkpoint without its model
+        # means the user asked for this run (`dvc repro --force`): train again from scratch.
+        log.info("%s: the checkpoint holds all %d epochs but %s is absent (dvc repro --force?): training "
+                 "from scratch", name, epochs, model_path)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     start = restore_checkpoint(ckpt_dir, model, live_dir, fp)
     if start:
         log.info("%s: resuming from the checkpoint after epoch %d of %d", name, start, epochs)
@@ -406,11 +431,18 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
     t0 = time.time()
     if start < epochs:
-        history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
-                            validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
-        hist = history.history
-    else:
-        hist = {}
+        try:
+            history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+                                validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
+        except KeyboardInterrupt:
+            state = checkpoint_state(ckpt_dir)
+            done = state.get("epochs_done", 0) if state.get("fingerprint") == fp else 0
+            kept = (f"the checkpoint after epoch {done} of {epochs} is kept in {ckpt_dir}, re-run to resume"
+                    if done else "no epoch had finished, nothing is kept")
+            raise Interrupted(f"{name}: training interrupted; {kept}") from None
+        final = {k: float(v[-1]) for k, v in history.history.items()}
+    else:  # a complete checkpoint and its model exist (a re-run by hand): report the last epoch's values
+        final = checkpoint_state(ckpt_dir).get("last_epoch", {})
         live.end()
     train_seconds = time.time() - t0
 
@@ -424,7 +456,7 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg["patch_size"],
         "resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
         "epoch_seconds": _mean_epoch_seconds(live_dir),
-        "final": {k: float(v[-1]) for k, v in hist.items()},
+        "final": final,
         "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], cfg["scale"]) if has_val else None,
         "init": str(init) if init else None,
     }

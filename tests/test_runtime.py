@@ -1,0 +1,29 @@
+"""TensorFlow starts quietly and says once which device runs the work."""
+
+import os
+import subprocess
+import sys
+
+from cardiac_sr.runtime import is_noise
+
+
+def test_start_up_notices_are_recognised_and_real_errors_are_not():
+    assert is_noise("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    assert is_noise("I0000 00:00:1796101896.655341   16086 cudart_stub.cc:31] Could not find cuda drivers")
+    assert is_noise("E0000 00:00:1796101902.510048   16086 cuda_platform.cc:52] failed call to cuInit: INTERNAL")
+    assert is_noise("To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild")
+    assert not is_noise("E0000 00:00:17961.5 16086 op_kernel.cc:1] OOM when allocating tensor")
+    assert not is_noise("Traceback (most recent call last):")
+
+
+def test_a_cpu_command_prints_one_device_line_and_no_start_up_noise():
+    script = ("import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+              "from cardiac_sr.runtime import start_tensorflow\n"
+              "start_tensorflow(); start_tensorflow()\n"
+              "import tensorflow as tf; print(float(tf.reduce_sum(tf.ones(3))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the CI machines have no GPU; make it so here too
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3.0"
+    assert proc.stderr.strip().splitlines() == ["no GPU found, running on the CPU"], proc.stderr
