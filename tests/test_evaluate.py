@@ -81,7 +81,7 @@ def test_evaluate_outputs(evaluated):
     # an untrained model (zero residual) scores exactly the bicubic baseline
     assert results["mse-TS"]["psnr"]["mean"] == pytest.approx(bic["psnr"]["mean"], abs=1e-3)
     assert results["nearest"]["psnr"]["mean"] < bic["psnr"]["mean"]
-    for key in ("psnr", "ssim", "roi_psnr", "roi_ssim", "perceptual", "checkerboard"):
+    for key in ("psnr", "ssim", "roi_psnr", "roi_ssim", "perceptual", "checkerboard", "tpsnr", "roi_tpsnr"):
         lo, hi = bic[key]["ci95"]
         assert lo <= bic[key]["mean"] <= hi
     saved = json.loads((root / "metrics" / "models" / "bicubic.json").read_text())
@@ -129,3 +129,72 @@ def test_detail_agreement_measures_added_detail():
     assert detail_agreement(detail_sums(hr, bic, bic)) == (None, None)  # adds nothing
     total = detail_sums(hr, bic, half) + detail_sums(hr[::-1], bic[::-1], half[::-1])
     assert detail_agreement(total)[1] == pytest.approx(2.0)  # sums add up over images
+
+
+def _cine(t=8, n=48, seed=0):
+    """A beating disc: T frames of an n x n slice, radius changing smoothly over the cycle."""
+    yy, xx = np.mgrid[:n, :n] - n / 2
+    radii = 10 + 4 * np.sin(2 * np.pi * np.arange(t) / t)
+    return np.stack([ndimage.gaussian_filter((np.hypot(yy, xx) < r).astype(float), 1.0) * 0.8 + 0.1 for r in radii])
+
+
+def test_temporal_psnr_ranks_a_flickering_method_below_a_steady_one():
+    from cardiac_sr.metrics import temporal_psnr
+
+    hr = _cine()
+    rng = np.random.default_rng(1)
+    steady = hr + 0.06 * ndimage.gaussian_filter(rng.standard_normal(hr.shape[1:]), 1)[None]  # same error each phase
+    flicker = hr + 0.03 * ndimage.gaussian_filter(rng.standard_normal(hr.shape), (0, 1, 1))   # new detail each phase
+
+    def mean_psnr(sr):
+        return np.mean([psnr(h, s) for h, s in zip(hr, sr)])
+
+    def mean_tpsnr(sr):
+        return np.mean([temporal_psnr(hr[k], hr[k + 1], sr[k], sr[k + 1]) for k in range(len(hr) - 1)])
+
+    assert mean_psnr(flicker) > mean_psnr(steady)  # per-frame PSNR prefers the flickering method ...
+    assert mean_tpsnr(steady) > mean_tpsnr(flicker) + 6  # ... the temporal score sees the flicker
+    assert temporal_psnr(hr[0], hr[1], hr[0] + 0.01, hr[1] + 0.01) > 200  # a constant offset cancels (round-off)
+
+
+def test_temporal_scores_pair_each_phase_with_the_next_of_the_same_slice():
+    from cardiac_sr.evaluate import next_phase, temporal_scores
+
+    manifest = [{"patient": p, "slice": s, "phase": t} for p in ("a", "b") for s in (0, 1) for t in (0, 1, 2)]
+    manifest = manifest[::-1]  # the order of the rows does not matter
+    following = next_phase(manifest)
+    for i, j in enumerate(following):
+        r = manifest[i]
+        if r["phase"] == 2:
+            assert j == -1
+        else:
+            assert (manifest[j]["patient"], manifest[j]["slice"], manifest[j]["phase"]) == \
+                   (r["patient"], r["slice"], r["phase"] + 1)
+    hr = _cine(t=3)
+    roi = np.zeros(hr.shape, bool)
+    roi[:, 20:28, 20:28] = True
+    full, box = temporal_scores(hr, hr + 0.02 * np.arange(3)[:, None, None] ** 2, roi, 0, 1)
+    assert full == pytest.approx(10 * np.log10(1 / 0.02**2)) and box == pytest.approx(full)
+    assert all(np.isnan(temporal_scores(hr, hr, roi, 2, -1)))
+
+
+def test_cine_gif_has_one_frame_per_phase_and_the_layout_size():
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cardiac_sr.figures import write_cine_gif
+
+    hr = _cine(t=7, n=40)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_cine_gif([("HR", hr), ("model", np.clip(hr + 0.05, 0, 1))], Path(tmp) / "loop.gif", zoom=2)
+        with Image.open(path) as gif:
+            assert gif.n_frames == 7 and gif.is_animated
+            assert gif.size == (2 * 80 + 4, 14 + 80)  # two columns of 40 px x2 with a 4 px gap, a 14 px title
+            gif.seek(3)
+            frame = np.asarray(gif.convert("L"), float)
+        expected = np.kron(hr[3], np.ones((2, 2))) * 255
+        assert np.abs(frame[14:, :80] - expected).max() <= 1.0  # frame 4 shows phase 4, grey levels exact
+        with pytest.raises(ValueError, match="one shape"):
+            write_cine_gif([("HR", hr), ("short", hr[:3])], Path(tmp) / "bad.gif")

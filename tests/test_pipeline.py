@@ -89,6 +89,12 @@ def test_repro_from_scratch_writes_everything(repo):
     assert json.loads((repo / "metrics" / "selected.json").read_text())["model"] == "perceptual-NN"
     for fig in ("training_curves", "psnr_distribution", "comparison"):
         assert (repo / "metrics" / "plots" / f"{fig}.png").stat().st_size > 10_000
+    from PIL import Image
+
+    with Image.open(repo / "metrics" / "plots" / "cine_loop.gif") as gif:  # HR | bicubic | 4 models, heart zoom x2
+        phases = yaml.safe_load((repo / "params.yaml").read_text())["prepare"]["phantom"]["phases"]
+        assert gif.n_frames == phases and gif.size[0] == 6 * 2 * 96 + 5 * 4
+    assert "temporal PSNR (dB)" in table
     shown = dvc(repo, "metrics", "show").stdout
     assert "metrics/table" not in shown and "metrics/selected.json" in shown
 

@@ -286,3 +286,24 @@ def test_pickled_npy_and_lambda_model_are_refused_without_running_code(tmp_path,
     err = capsys.readouterr().err
     assert "lambda.keras: cannot be loaded as a Keras model in safe mode" in err and err.count("\n") == 1
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_preview_gif_shows_the_middle_slice_over_all_phases(subset, models, tmp_path, capsys):
+    from PIL import Image
+
+    out, gif = tmp_path / "sr.nii.gz", tmp_path / "loop.gif"
+    args = ["predict", str(subset), "-o", str(out), "--model", str(models / "untrained.keras"), "--preview", str(gif)]
+    assert main(args) == 0
+    assert f"wrote {gif}" in capsys.readouterr().out
+    with Image.open(gif) as im:
+        assert im.n_frames == 3  # the subset: 2 slice positions x 3 phases
+        assert im.size == (2 * 256 + 4, 14 + 256)  # input | super-resolved, the central 256 output pixels
+        im.seek(1)
+        frame = np.asarray(im.convert("L"), float)[14:]
+    assert frame[:, :256].std() > 5 and frame[:, 260:].std() > 5  # images, not blank frames
+    # refused before any work: an existing preview without --overwrite, or another format
+    out.unlink()
+    assert main(args) == 2 and "loop.gif: already exists" in capsys.readouterr().err
+    assert main(args[:-1] + [str(tmp_path / "loop.png")]) == 2
+    assert "name it *.gif" in capsys.readouterr().err
+    assert not out.exists()

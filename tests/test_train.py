@@ -146,7 +146,7 @@ def test_gpu_profile_code_path_runs_on_cpu(tmp_path, tiny_data, tiny_params):
     ("epochs", -3, r"'train.epochs' must be >= 1, got -3"),
     ("batch_size", 0, r"'train.batch_size' must be >= 1, got 0"),
     ("learning_rate", "abc", r"'train.learning_rate' must be a number, got 'abc'"),
-    ("learning_rate", 0, r"'train.learning_rate' must be > 0"),
+    ("learning_rate", -0.001, r"'train.learning_rate' must be >= 0, got -0.001"),
     ("patch_size", 32.5, r"'train.patch_size' must be an integer, got 32.5"),
 ])
 def test_bad_numeric_train_params_are_refused_before_training(tiny_params, key, value, message):

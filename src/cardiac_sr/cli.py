@@ -102,7 +102,8 @@ def cmd_predict(args) -> int:
     from .predict import predict
 
     written = predict(args.input, args.output, args.model, fmt=args.format, overwrite=args.overwrite,
-                      uncertainty=args.uncertainty, batch_size=args.batch_size, tile=args.tile)
+                      uncertainty=args.uncertainty, batch_size=args.batch_size, tile=args.tile,
+                      preview=args.preview)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUTPUT if it is a file, or a DICOM folder written by cardiac-sr predict; "
                         "a folder holding anything else is never replaced")
+    p.add_argument("--preview", metavar="GIF",
+                   help="also write an animated GIF of the middle slice over all cardiac phases, input next to "
+                        "super-resolved (the first study's, for a root of several)")
     p.add_argument("--batch-size", type=_at_least(1), default=8, help="images per model call (default 8)")
     from .predict import MIN_TILE
 

@@ -14,7 +14,11 @@ Per slice, on [0, 1] intensities with the prediction clipped to [0, 1]:
   fallback, counted in ``roi_fallback_slices``);
 * ``perceptual``: MSE of VGG16 ``block2_conv2`` features (the loss's backbone
   and weights) on a 128 x 128 crop centred on the ROI;
-* ``checkerboard``: :func:`checkerboard_score` of the (unclipped) output against bicubic.
+* ``checkerboard``: :func:`checkerboard_score` of the (unclipped) output against bicubic;
+* ``tpsnr``, ``roi_tpsnr``: temporal PSNR (:func:`cardiac_sr.metrics.temporal_psnr`) of the
+  slice and the next cardiac phase of the same slice location: whether the change from one
+  phase to the next matches the true change (flicker lowers it), on the full slice and on the
+  ROI box of the two phases together; empty (NaN) for the last phase of a cine.
 
 Outputs: ``metrics/models/<method>.json`` (mean, std and a 95 % bootstrap
 interval over patients for each metric, plus inference ms per slice) and
@@ -34,13 +38,13 @@ from tqdm import tqdm
 from .degrade import upsample_bicubic, upsample_nearest, zerofill
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
-from .metrics import psnr, ssim
+from .metrics import psnr, ssim, temporal_psnr
 from .prepare import EXTERNAL, load_split, read_manifest
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("bicubic", "nearest", "zerofill")
-METRICS = ("psnr", "ssim", "roi_psnr", "roi_ssim", "perceptual", "checkerboard")
+METRICS = ("psnr", "ssim", "roi_psnr", "roi_ssim", "perceptual", "checkerboard", "tpsnr", "roi_tpsnr")
 PERCEPTUAL_CROP = 128
 
 
@@ -187,15 +191,32 @@ def load_split_for_scoring(prepared_dir, degraded_dir, split: str) -> dict:
     return data
 
 
+def next_phase(manifest: list[dict]) -> np.ndarray:
+    """For each row, the index of the next cardiac phase of the same patient and slice, or -1."""
+    where = {(r["patient"], int(r["slice"]), int(r["phase"])): i for i, r in enumerate(manifest)}
+    return np.array([where.get((r["patient"], int(r["slice"]), int(r["phase"]) + 1), -1) for r in manifest], int)
+
+
+def temporal_scores(hr: np.ndarray, sr: np.ndarray, roi: np.ndarray, i: int, j: int) -> tuple[float, float]:
+    """(temporal PSNR on the full slice, on the ROI box of both phases) of frames i -> j; NaN when j < 0."""
+    if j < 0:
+        return float("nan"), float("nan")
+    b = roi_box(np.logical_or(roi[i], roi[j]))
+    return (temporal_psnr(hr[i], hr[j], sr[i], sr[j]),
+            temporal_psnr(hr[i][b], hr[j][b], sr[i][b], sr[j][b]))
+
+
 def score_slices(method: str, split: str, sr: np.ndarray, data: dict, scale: int, perceptual_weights: str) -> list[dict]:
     """Per-slice metrics of one method's output ``sr`` on one split."""
     hr, roi, manifest = data["hr"], data["roi"], data["manifest"]
     boxes = [roi_box(m) for m in roi]
     crops = [centred_crop(b, hr.shape[1:], PERCEPTUAL_CROP) for b in boxes]
     perceptual = perceptual_distances(hr, sr, crops, perceptual_weights)
+    following = next_phase(manifest)
     rows = []
     for i in tqdm(range(len(hr)), desc=f"evaluate {method} on {split}", mininterval=2):
         b = boxes[i]
+        tpsnr, roi_tpsnr = temporal_scores(hr, sr, roi, i, int(following[i]))
         rows.append({
             "split": split, "index": i, "patient": manifest[i]["patient"], "slice": int(manifest[i]["slice"]),
             "phase": int(manifest[i]["phase"]),
@@ -203,6 +224,7 @@ def score_slices(method: str, split: str, sr: np.ndarray, data: dict, scale: int
             "roi_psnr": psnr(hr[i][b], sr[i][b]), "roi_ssim": ssim(hr[i][b], sr[i][b]),
             "perceptual": float(perceptual[i]),
             "checkerboard": checkerboard_score(sr[i], data["bicubic"][i], scale),  # raw output: bicubic scores the floor
+            "tpsnr": tpsnr, "roi_tpsnr": roi_tpsnr,
             "roi_fallback": int(not roi[i].any()),
         })
     return rows

@@ -6,6 +6,8 @@
 * SSIM is the Gaussian-weighted SSIM of Wang et al. (sigma 1.5,
   ``use_sample_covariance=False``), as ``skimage.metrics.structural_similarity``
   computes it with those options.
+* Temporal PSNR (cine): :func:`temporal_psnr` of consecutive phases of one
+  slice, on the same scale and clipping.
 """
 
 from __future__ import annotations
@@ -37,3 +39,18 @@ def ssim(reference: np.ndarray, test: np.ndarray) -> float:
     reference, test = _pair(reference, test)
     return float(structural_similarity(reference, test, data_range=DATA_RANGE, gaussian_weights=True,
                                        sigma=1.5, use_sample_covariance=False))
+
+
+def temporal_psnr(reference: np.ndarray, reference_next: np.ndarray, test: np.ndarray, test_next: np.ndarray) -> float:
+    """Temporal PSNR (dB) of one pair of consecutive cine frames: how well the test's frame-to-frame
+    change matches the reference's.
+
+    ``10 log10(1 / mean(((test_next - test) - (reference_next - reference))**2))`` with the test
+    frames clipped to [0, 1] as for :func:`psnr` (peak 1, the ``data_range``).  An error that is the
+    same in both frames cancels; detail that appears in one phase and not the next (flicker) does
+    not.  Higher is more consistent; a method equal to the reference up to a constant scores inf.
+    """
+    reference, test = _pair(reference, test)
+    reference_next, test_next = _pair(reference_next, test_next)
+    mse = float(np.mean(((test_next - test) - (reference_next - reference)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(DATA_RANGE**2 / mse))

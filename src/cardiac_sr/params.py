@@ -50,7 +50,7 @@ NUMBERS: dict[str, tuple[type, float | None, float | None]] = {
 }
 # train params, also valid per model under models.<name>
 TRAIN_NUMBERS: dict[str, tuple[type, float | None, float | None]] = {
-    "learning_rate": (float, _POSITIVE, None),
+    "learning_rate": (float, 0, None),  # 0 is allowed: a run that only publishes its train.init weights
     "batch_size": (int, 1, None),
     "patch_size": (int, 1, None),
     "epochs": (int, 1, None),

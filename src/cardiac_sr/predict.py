@@ -408,10 +408,18 @@ def _sibling(output: Path, tag: str) -> Path:
 
 def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None, overwrite: bool = False,
             uncertainty: bool = False, batch_size: int = 8, tile: int = 256, percentile: float = 99.5,
-            progress: bool = True) -> list[Path]:
-    """The ``cardiac-sr predict`` command; returns the paths written."""
+            progress: bool = True, preview: str | os.PathLike | None = None) -> list[Path]:
+    """The ``cardiac-sr predict`` command; returns the paths written.
+
+    ``preview``: also write this animated GIF of the first study's middle slice over all phases,
+    input next to super-resolved (:func:`write_preview`).
+    """
     fmt = output_format(Path(output), fmt)
     output = check_output(output, overwrite, fmt)
+    if preview is not None:
+        if Path(preview).suffix.lower() != ".gif":
+            raise CardiacSRError(f"{preview}: --preview writes an animated GIF; name it *.gif")
+        preview = check_output(preview, overwrite, "gif")
     in_fmt, studies = read_input(input_path)
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
@@ -433,6 +441,8 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
             output.mkdir(exist_ok=True)
         write_prediction(pred.sr, study, target, fmt, scale, model_name, "super-resolved", dtype, progress)
         written.append(target)
+        if preview is not None and study is studies[0]:
+            written.append(write_preview(study, pred.sr, scale, preview, percentile))
         if uncertainty:
             for base, vol, desc in ((extra[0], pred.uncertainty, "SR uncertainty"),
                                     (extra[1], pred.warning.astype(np.float32), "SR uncertainty warning")):
@@ -445,6 +455,25 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
     return written
 
 
+PREVIEW_PX = 256  # output pixels a side of the preview's centre window
+
+
+def write_preview(study: Study, sr: np.ndarray, scale: int, path: Path, percentile: float = 99.5) -> Path:
+    """Animated GIF of the middle slice over all phases: the input (pixels enlarged x``scale``) next to the
+    super-resolved image, the central ``PREVIEW_PX`` output pixels, in the study's normalised window."""
+    from .figures import write_cine_gif
+
+    s = study.image.shape[0] // 2
+    norm = fit_normalisation(study.image, percentile, name=f"patient {study.patient_id}")
+    lr = np.kron(norm.apply(study.image[s]), np.ones((1, scale, scale), np.float32))
+    out = norm.apply(sr[s])
+    h, w = out.shape[1:]
+    r0, c0 = max(0, (h - PREVIEW_PX) // 2), max(0, (w - PREVIEW_PX) // 2)
+    win = np.s_[:, r0:r0 + PREVIEW_PX, c0:c0 + PREVIEW_PX]
+    return write_cine_gif([(f"input {study.patient_id} slice {s}", lr[win]), ("super-resolved x%d" % scale, out[win])],
+                          path)
+
+
 # ----------------------------------------------------------------------------- assess
 
 def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", scale: int | None = None,
@@ -452,7 +481,7 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
     """Degrade a user's HR studies, super-resolve, and score model vs bicubic per patient and overall."""
     from .degrade import degrade_image, upsample_bicubic
     from .evaluate import roi_box  # ROI scores only where contours exist
-    from .metrics import psnr, ssim
+    from .metrics import psnr, ssim, temporal_psnr
 
     model = load_model(model_path)
     scale = scale or model_scale(model)
@@ -470,11 +499,16 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
         has_roi = st.has_roi.reshape(-1) if st.has_roi is not None else np.zeros(s * t, bool)
         roi = st.roi[..., r0:r0 + hc, c0:c0 + wc].reshape(s * t, hc, wc) if st.roi is not None else None
         per = {k: [] for k in ("model_psnr", "bicubic_psnr", "model_ssim", "bicubic_ssim",
-                               "model_roi_psnr", "bicubic_roi_psnr", "model_roi_ssim", "bicubic_roi_ssim")}
+                               "model_roi_psnr", "bicubic_roi_psnr", "model_roi_ssim", "bicubic_roi_ssim",
+                               "model_tpsnr", "bicubic_tpsnr")}
         detail = np.zeros(3)
+        bics = np.stack([upsample_bicubic(x, scale) for x in lr])
         for i in range(len(hr)):
-            bic = upsample_bicubic(lr[i], scale)
+            bic = bics[i]
             detail += detail_sums(hr[i], bic, sr[i])
+            if i % t < t - 1:  # images are slice-major: i + 1 is the next phase of the same slice
+                per["model_tpsnr"].append(temporal_psnr(hr[i], hr[i + 1], sr[i], sr[i + 1]))
+                per["bicubic_tpsnr"].append(temporal_psnr(hr[i], hr[i + 1], bic, bics[i + 1]))
             per["model_psnr"].append(psnr(hr[i], sr[i]))
             per["bicubic_psnr"].append(psnr(hr[i], bic))
             per["model_ssim"].append(ssim(hr[i], sr[i]))
@@ -531,7 +565,7 @@ def format_assessment(result: dict) -> str:
     """The ``assess`` table: model next to bicubic, per patient and overall."""
     head = (f"{'patient':<14} {'images':>6} {'PSNR model':>10} {'bicubic':>8} {'gain':>6} "
             f"{'SSIM model':>10} {'bicubic':>8} {'ROI PSNR model':>14} {'bicubic':>8} {'ROI SSIM model':>14} {'bicubic':>8} "
-            f"{'detail r':>8} {'scale*':>6}")
+            f"{'detail r':>8} {'scale*':>6} {'tPSNR model':>11} {'bicubic':>8}")
     lines = [f"model {result['model']}, degradation {result['degradation']}", head, "-" * len(head)]
 
     def f(v, fmt):
@@ -543,10 +577,12 @@ def format_assessment(result: dict) -> str:
                      f"{gain:+6.2f} {f(r['model_ssim'], '10.4f')} {f(r['bicubic_ssim'], '8.4f')} "
                      f"{f(r['model_roi_psnr'], '14.2f')} {f(r['bicubic_roi_psnr'], '8.2f')} "
                      f"{f(r['model_roi_ssim'], '14.4f')} {f(r['bicubic_roi_ssim'], '8.4f')} "
-                     f"{f(r['detail_corr'], '8.2f')} {f(r['detail_scale'], '6.2f')}")
+                     f"{f(r['detail_corr'], '8.2f')} {f(r['detail_scale'], '6.2f')} "
+                     f"{f(r['model_tpsnr'], '11.2f')} {f(r['bicubic_tpsnr'], '8.2f')}")
     lines.append("detail r: correlation of the detail the model adds to bicubic (SR - bicubic) with the true "
                  "detail (HR - bicubic); scale*: the factor on the added detail that would fit best "
-                 "(< 1: the model adds more detail than these images have).")
+                 "(< 1: the model adds more detail than these images have); tPSNR: temporal PSNR, the change "
+                 "from one cardiac phase to the next against the true change (lower: more flicker).")
     return "\n".join(lines) + "\n"
 
 

@@ -6,8 +6,9 @@
   for the top-level params ``loss`` and ``upsampling``;
 * :func:`compare` -> the ``cardiac-sr compare A B`` text, laid out like
   ``dvc metrics diff --md``;
-* :func:`write_figures` -> training curves, PSNR distributions, and a
-  comparison panel of fixed test slices.
+* :func:`write_figures` -> training curves, PSNR distributions, a
+  comparison panel of fixed test slices, and a cine loop (animated GIF) of
+  one test slice over all phases.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COLUMNS = [
     ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
     ("roi_psnr", "ROI PSNR (dB)", "{:.2f}"), ("roi_ssim", "ROI SSIM", "{:.4f}"),
     ("perceptual", "VGG dist.", "{:.1f}"), ("checkerboard", "checkerboard (dB)", "{:.1f}"),
+    ("tpsnr", "temporal PSNR (dB)", "{:.2f}"), ("roi_tpsnr", "ROI temporal PSNR (dB)", "{:.2f}"),
 ]
 # the external test set's columns (evaluate.external), next to the internal ones
 EXTERNAL_COLUMNS = [("psnr", "ext. PSNR (dB)", "{:.2f}"), ("ssim", "ext. SSIM", "{:.4f}"),
@@ -132,7 +134,9 @@ def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
               f"{deg.get('method')} x{deg.get('scale')}. Mean ± std over slices; intensities in [0, 1], "
               f"data_range 1, Gaussian SSIM (sigma 1.5); ROI = heart bounding box; VGG dist. = VGG16 "
               f"block2_conv2 feature MSE on a 128 px heart crop; checkerboard = residual energy at "
-              f"period-2/4 frequencies relative to bicubic (higher = more artefact). Training: "
+              f"period-2/4 frequencies relative to bicubic (higher = more artefact); temporal PSNR = PSNR of "
+              f"the change from one cardiac phase to the next against the true change (lower = more "
+              f"flicker). Training: "
               f"batch {tr.get('batch_size')}, {tr.get('patch_size')} px patches, batch_norm "
               f"{tr.get('batch_norm')}, global_skip {tr.get('global_skip')}, up_init "
               f"{tr.get('up_init', 'glorot_uniform')}. Machine: {platform.machine()}, "
@@ -214,7 +218,8 @@ def compare(a: str, b: str, metrics_dir="metrics") -> str:
 # ----------------------------------------------------------------------------- figures
 
 def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded", models_dir="models",
-                  metrics_dir="metrics", live_root="dvclive", out_dir="metrics/plots") -> list[Path]:
+                  metrics_dir="metrics", live_root="dvclive", out_dir="metrics/plots",
+                  external_dir="data/external") -> list[Path]:
     """Training curves, PSNR distributions and the comparison panel, as PNGs."""
     import matplotlib
 
@@ -264,7 +269,10 @@ def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data
 
     # 3. comparison panel
     written.append(comparison_panel(prepared_dir, degraded_dir, models_dir, out_dir / "comparison.png",
-                                    int(params.get("degrade", {}).get("scale", 4))))
+                                    int(params.get("degrade", {}).get("scale", 4)), external_dir=external_dir))
+    # 4. cine loop
+    written.append(cine_loop(prepared_dir, degraded_dir, models_dir, out_dir / "cine_loop.gif",
+                             external_dir=external_dir))
     return written
 
 
@@ -285,7 +293,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: int = 4, n_slices: int = 2) -> Path:
+def _figure_split(prepared_dir, degraded_dir, external_dir) -> tuple[str, Path, Path]:
+    """(split, HR folder, LR folder) the figures show: the test split, or the external set when the test
+    split is empty (one-patient data)."""
+    from .prepare import EXTERNAL, load_split
+
+    if len(load_split(prepared_dir, "test", "hr")):
+        return "test", Path(prepared_dir), Path(degraded_dir)
+    return EXTERNAL, Path(external_dir), Path(external_dir)
+
+
+def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: int = 4, n_slices: int = 2,
+                     external_dir="data/external") -> Path:
     """HR, LR, bicubic and the four models for fixed test slices: full view, heart zoom, error maps."""
     import matplotlib.pyplot as plt
 
@@ -294,9 +313,9 @@ def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: 
     from .models import load_generator
     from .prepare import load_split
 
-    split = "test" if len(load_split(prepared_dir, "test", "hr")) else "external"  # 1-patient data: external only
-    hr, roi = load_split(prepared_dir, split, "hr"), load_split(prepared_dir, split, "roi")
-    lr = load_split(degraded_dir, split, "lr")
+    split, folder, lr_folder = _figure_split(prepared_dir, degraded_dir, external_dir)
+    hr, roi = load_split(folder, split, "hr"), load_split(folder, split, "roi")
+    lr = load_split(lr_folder, split, "lr")
     # fixed slices: the ones with the largest heart masks at evenly spaced positions
     candidates = np.linspace(0, len(hr) - 1, 8).astype(int)
     picks = sorted(candidates, key=lambda i: -int(np.asarray(roi[i]).sum()))[:n_slices]
@@ -323,3 +342,37 @@ def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: 
                     ax.set_ylabel([f"slice {i}", "heart zoom", "|error| (0-0.15)"][k], fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+CINE_CROP = 96  # HR pixels of the heart zoom in the cine loop (shown x2)
+
+
+def cine_loop(prepared_dir, degraded_dir, models_dir, path: Path, crop: int = CINE_CROP,
+              external_dir="data/external") -> Path:
+    """Animated GIF of one test slice over all cardiac phases: HR | bicubic | the four models, heart zoom x2.
+
+    The slice location is the test cine with the largest mean heart mask (mid-ventricle).
+    """
+    from .evaluate import centred_crop, roi_box
+    from .figures import write_cine_gif
+    from .models import load_generator
+    from .prepare import load_split, read_manifest
+    from .train import predict_array
+
+    split, folder, lr_folder = _figure_split(prepared_dir, degraded_dir, external_dir)
+    manifest = [r for r in read_manifest(folder) if r["split"] == split]
+    hr, roi = load_split(folder, split, "hr"), load_split(folder, split, "roi")
+    cines: dict = {}
+    for i, r in enumerate(manifest):
+        cines.setdefault((r["patient"], int(r["slice"])), []).append((int(r["phase"]), i))
+    key = max(sorted(cines), key=lambda k: np.mean([np.asarray(roi[i]).sum() for _, i in cines[k]]))
+    idx = [i for _, i in sorted(cines[key])]
+    box = roi_box(np.any(np.asarray(roi[idx]), axis=0), margin=8)
+    win = centred_crop(box, hr.shape[1:], min(crop, *hr.shape[1:]))
+    columns = [("HR", np.asarray(hr[idx])), ("bicubic", np.asarray(load_split(lr_folder, split, "bicubic")[idx]))]
+    lr = np.asarray(load_split(lr_folder, split, "lr")[idx], np.float32)[..., None]
+    for m in MODEL_NAMES:
+        columns.append((m, predict_array(load_generator(Path(models_dir) / f"{m}.keras"), lr, len(lr))))  # one call
+    columns = [(name, frames[:, win[0], win[1]]) for name, frames in columns]
+    columns[0] = (f"HR {key[0]} slice {key[1]}", columns[0][1])
+    return write_cine_gif(columns, path, zoom=2)
