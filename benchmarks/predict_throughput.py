@@ -28,7 +28,8 @@ def main() -> int:
 
     from cardiac_sr.models import build_generator
     from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
-    from cardiac_sr.predict import load_model, model_scale, predict_study
+    from cardiac_sr.inference import load_model, model_scale
+    from cardiac_sr.predict import predict_study
 
     if Path(args.model).is_file():
         model, label = load_model(args.model), args.model
@@ -37,7 +38,7 @@ def main() -> int:
     study = PhantomGenerator(PhantomConfig(slices=args.slices, phases=args.phases), seed=0).study(0)
     scale = model_scale(model)
     n = study.n_slices * study.n_phases
-    from cardiac_sr.predict import super_resolve
+    from cardiac_sr.inference import super_resolve
 
     super_resolve(model, study.image[0, :4] / study.image.max(), scale, progress=False)  # warm-up (tracing)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

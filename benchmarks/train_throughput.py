@@ -62,7 +62,8 @@ def main() -> int:
     from cardiac_sr.losses import make_loss, feature_extractor
     from cardiac_sr.models import build_generator, generator_kwargs
     from cardiac_sr.params import load_params
-    from cardiac_sr.train import MODEL_NAMES, configure_runtime, model_config, patch_dataset
+    from cardiac_sr.names import MODEL_NAMES
+    from cardiac_sr.train import configure_runtime, model_config, patch_dataset
 
     params = load_params(ROOT / "params.yaml")
     peak = matmul_gflops()

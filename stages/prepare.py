@@ -2,8 +2,9 @@
 
 from _common import run
 
+from cardiac_sr.external import external_config
 from cardiac_sr.params import get
-from cardiac_sr.prepare import external_config, prepare
+from cardiac_sr.prepare import prepare
 
 
 def main(params: dict) -> None:

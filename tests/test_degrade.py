@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cardiac_sr.degrade import (
+from cardiac_sr.degradation import (
     add_rician_noise, blur_bicubic, degrade_image, gaussian_blur, kspace_downsample, kspace_window,
     upsample_bicubic, upsample_nearest, zerofill,
 )

@@ -9,9 +9,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cardiac_sr.cli import main
 from cardiac_sr.errors import CardiacSRError
-from cardiac_sr.evaluate import bootstrap_ci, centre_box, checkerboard_score, evaluate_method, roi_box
-from cardiac_sr.metrics import psnr, ssim
-from cardiac_sr.predict import detail_agreement, detail_sums
+from cardiac_sr.evaluate import bootstrap_ci, evaluate_method
+from cardiac_sr.metrics import centre_box, checkerboard_score, detail_agreement, detail_sums, psnr, roi_box, ssim
 from cardiac_sr.models import build_generator
 from cardiac_sr.report import compare, select_model, table_rows, write_table
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from cardiac_sr.degrade import upsample_bicubic
+from cardiac_sr.degradation import upsample_bicubic
 from cardiac_sr.models import CubicUpsample, build_generator, load_generator
 
 

@@ -8,10 +8,12 @@ import pydicom
 import pytest
 
 from cardiac_sr.cli import main
-from cardiac_sr.degrade import upsample_bicubic
+from cardiac_sr.degradation import upsample_bicubic
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.models import build_generator
-from cardiac_sr.predict import assess, export, load_model, predict, super_resolve
+from cardiac_sr.inference import load_model, super_resolve
+from cardiac_sr.assess import assess
+from cardiac_sr.predict import export, predict
 from cardiac_sr.readers import read_dicom
 
 
@@ -307,3 +309,34 @@ def test_preview_gif_shows_the_middle_slice_over_all_phases(subset, models, tmp_
     assert main(args[:-1] + [str(tmp_path / "loop.png")]) == 2
     assert "name it *.gif" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_assess_uses_the_preprocessing_the_model_was_trained_with(subset, tiny_data, tmp_path, caplog):
+    """A model trained with prepare.percentile 99 and degrade.method kspace is assessed that way, no flags."""
+    from conftest import TINY_DEGRADE, TINY_TRAIN
+    from cardiac_sr.models import read_model_card
+    from cardiac_sr.train import train_model
+
+    params = {"prepare": {"source": "phantom", "percentile": 99.0},
+              "degrade": dict(TINY_DEGRADE, method="kspace", window="hann"), "train": dict(TINY_TRAIN, epochs=1)}
+    model = tmp_path / "k.keras"
+    train_model("mse-NN", params, *tiny_data, model_path=model, live_dir=tmp_path / "live",
+                summary_path=tmp_path / "s.json", scratch_dir=tmp_path / "scratch")
+    card = read_model_card(model)
+    assert card["normalisation"]["percentile"] == 99.0 and card["degradation"]["method"] == "kspace"
+    assert card["scale"] == 4 and card["training_data"]["source"] == "phantom"
+    result = assess(subset, model, progress=False)
+    assert result["degradation"] == {"method": "kspace", "window": "hann", "blur_sigma": 1.0, "scale": 4}
+    assert result["percentile"] == 99.0
+    # a flag overrides the card, with a warning
+    caplog.set_level("WARNING")
+    result = assess(subset, model, method="blur_bicubic", progress=False)
+    assert result["degradation"]["method"] == "blur_bicubic"
+    assert any("overrides the model's own 'kspace'" in r.message for r in caplog.records)
+
+
+def test_a_model_without_a_card_gets_the_defaults_and_a_warning(subset, models, caplog):
+    caplog.set_level("WARNING")
+    result = assess(subset, models / "untrained.keras", progress=False)
+    assert result["percentile"] == 99.5 and result["degradation"]["method"] == "blur_bicubic"
+    assert any("carries no preprocessing card" in r.message for r in caplog.records)

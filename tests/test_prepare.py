@@ -1,4 +1,3 @@
-import csv
 import json
 
 import numpy as np
@@ -8,9 +7,8 @@ from cardiac_sr import prepare as prep_mod
 from cardiac_sr.cli import main
 from cardiac_sr.degrade import degrade
 from cardiac_sr.errors import CardiacSRError
-from cardiac_sr.prepare import (
-    crop_or_pad, fit_normalisation, load_split, prepare, read_manifest, split_patients,
-)
+from cardiac_sr.dataset import crop_or_pad, fit_normalisation, load_split, read_manifest
+from cardiac_sr.prepare import prepare, split_patients
 
 from conftest import TINY_DEGRADE as DEGRADE, TINY_PREPARE as TINY
 

@@ -13,7 +13,8 @@ from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.external import build_external
 from cardiac_sr.models import build_generator, generator_kwargs, load_generator
 from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
-from cardiac_sr.prepare import prepare, read_manifest, split_patients
+from cardiac_sr.dataset import read_manifest
+from cardiac_sr.prepare import prepare, split_patients
 from cardiac_sr.report import format_markdown, table_rows
 from cardiac_sr.train import train_model
 
@@ -92,7 +93,7 @@ def test_external_set_is_prepared_and_degraded_like_the_test_split(with_external
     lr = np.load(root / "external" / "external_lr.npy")
     assert lr.shape == (4, 32, 32)
     # the same functions as the test split: degrading the external HR again gives the same LR
-    from cardiac_sr.degrade import degrade_image
+    from cardiac_sr.degradation import degrade_image
     np.testing.assert_allclose(np.clip(degrade_image(ext[1], TINY_DEGRADE), 0, 1), lr[1], atol=1e-6)
     # the prepared internal data are untouched by the external set (no re-training when it is switched on)
     assert sorted(p.name for p in (root / "prepared").glob("*.npy")) == sorted(

@@ -9,10 +9,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from cardiac_sr.degrade import blur_bicubic
+from cardiac_sr.dataset import load_pairs
+from cardiac_sr.degradation import blur_bicubic
 from cardiac_sr.errors import CardiacSRError, Interrupted
 from cardiac_sr.models import load_generator
-from cardiac_sr.train import load_pairs, model_config, patch_dataset, split_model_name, train_model
+from cardiac_sr.names import split_model_name
+from cardiac_sr.train import model_config, patch_dataset, train_model
 
 from conftest import ROOT, TINY_TRAIN
 
@@ -211,5 +213,5 @@ def test_a_code_change_invalidates_the_checkpoint(tmp_path, tiny_data):
     a = train.fingerprint({"epochs": 1}, files + [code])
     code.write_text("x = 2\n")
     assert train.fingerprint({"epochs": 1}, files + [code]) != a
-    assert {p.name for p in train.CODE_FILES} == {"train.py", "models.py", "losses.py"}
+    assert {p.name for p in train.CODE_FILES} == {"train.py", "callbacks.py", "models.py", "losses.py"}
     assert all(p.is_file() for p in train.CODE_FILES)

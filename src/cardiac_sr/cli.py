@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from .errors import CardiacSRError
 
@@ -110,9 +109,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_assess(args) -> int:
-    from .predict import assess, format_assessment
+    from .assess import assess, format_assessment
 
-    result = assess(args.input, args.model, method=args.degrade, blur_sigma=args.blur_sigma,
+    result = assess(args.input, args.model, method=args.degrade, blur_sigma=args.blur_sigma, percentile=args.percentile,
                     batch_size=args.batch_size)
     print(json.dumps(result, indent=2) if args.json else format_assessment(result), end="\n" if args.json else "")
     return 0
@@ -200,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an animated GIF of the middle slice over all cardiac phases, input next to "
                         "super-resolved (the first study's, for a root of several)")
     p.add_argument("--batch-size", type=_at_least(1), default=8, help="images per model call (default 8)")
-    from .predict import MIN_TILE
+    from .inference import MIN_TILE
 
     p.add_argument("--tile", type=_at_least(MIN_TILE), default=256,
                    help=f"LR tile size bounding memory for large slices (default 256, at least {MIN_TILE})")
@@ -216,8 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Intensities normalised per volume as in `prepare`.")
     p.add_argument("input", help="DICOM folder/root (Sunnybrook contours are used when present) or NIfTI file")
     p.add_argument("--model", default="models/selected.keras")
-    p.add_argument("--degrade", choices=["blur_bicubic", "kspace"], default="blur_bicubic")
-    p.add_argument("--blur-sigma", type=float, default=1.0, help="Gaussian sigma for blur_bicubic (HR pixels)")
+    p.add_argument("--degrade", choices=["blur_bicubic", "kspace"],
+                   help="degradation (default: the one the model was trained for, from its card)")
+    p.add_argument("--blur-sigma", type=float,
+                   help="Gaussian sigma for blur_bicubic (HR pixels; default: the model's own, from its card)")
+    p.add_argument("--percentile", type=float,
+                   help="normalisation percentile (default: the model's own, from its card)")
     p.add_argument("--batch-size", type=_at_least(1), default=8)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_assess, tensorflow=True)

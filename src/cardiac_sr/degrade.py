@@ -1,24 +1,7 @@
-"""The ``degrade`` stage: high-resolution slices -> low-resolution model inputs.
+"""The ``degrade`` stage: high-resolution slices -> low-resolution model inputs (``data/degraded``).
 
-Methods (``degrade.method``):
-
-``blur_bicubic`` (default, the seed's)
-    Gaussian blur with ``blur_sigma`` (HR pixels), then cubic down-sampling by
-    ``scale`` with ``skimage.transform.resize(order=3)``.
-``kspace``
-    Keep the central 1/scale of k-space in each direction, optionally
-    apodised by a ``window`` (hann or tukey), and reconstruct the magnitude:
-    the way a lower-resolution MR acquisition really loses detail.
-
-Optional Rician noise (``noise_sigma`` > 0, on the [0, 1] scale) is added to
-the LR images with a seeded generator.
-
-Baselines: :func:`upsample_bicubic` is *the* bicubic baseline of the project
-(``skimage.transform.resize(order=3)``, cubic spline); the models' global
-skip and the evaluation use exactly this function.  :func:`zerofill` is
-Fourier zero-padding, the standard MR reference for the ``kspace`` method.
-
-Output folder (``data/degraded``)::
+Applies :mod:`cardiac_sr.degradation` (``degrade.method``, ``scale``, noise) to
+every split of a prepared dataset and writes::
 
     {train,val,test}_lr.npy        float32 (N, H/scale, W/scale) in [0, 1]
     {train,val,test}_bicubic.npy   float32 (N, H, W): the bicubic baseline
@@ -31,138 +14,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-from skimage.transform import resize
-from tqdm import tqdm
 
-from .errors import CardiacSRError
+from .dataset import load_split, prepared_splits
+from .degradation import degrade_stack, validate_degrade_params
 from .fileio import atomic_dir
-from .prepare import load_split, prepared_splits
-
-METHODS = ("blur_bicubic", "kspace")
-WINDOWS = ("none", "hann", "tukey")
-
-
-def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """2D Gaussian blur (sigma in pixels, reflect boundary) of one image."""
-    if sigma <= 0:
-        return np.asarray(image, np.float64)
-    return ndimage.gaussian_filter(np.asarray(image, np.float64), sigma, mode="reflect", truncate=4.0)
-
-
-def resize_cubic(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Cubic-spline resize of one 2D image (``skimage.transform.resize(order=3)``)."""
-    return resize(np.asarray(image, np.float64), shape, order=3, mode="reflect",
-                  anti_aliasing=False, preserve_range=True, clip=False)
-
-
-def _check_scale(shape, scale: int):
-    if scale < 1 or int(scale) != scale:
-        raise CardiacSRError(f"degrade.scale must be a positive integer, got {scale}")
-    if shape[-2] % scale or shape[-1] % scale:
-        raise CardiacSRError(f"image size {shape[-2:]} is not a multiple of degrade.scale {scale}")
-
-
-def blur_bicubic(hr: np.ndarray, scale: int, sigma: float = 1.0) -> np.ndarray:
-    """The seed's degradation of one HR image: Gaussian blur, then cubic x``scale`` down-sampling."""
-    _check_scale(hr.shape, scale)
-    h, w = hr.shape[-2:]
-    return resize_cubic(gaussian_blur(hr, sigma), (h // scale, w // scale))
-
-
-def kspace_window(n: int, kind: str) -> np.ndarray:
-    """1D apodisation window over ``n`` centred k-space samples."""
-    if kind == "none":
-        return np.ones(n)
-    x = (np.arange(n) + 0.5) / n  # 0..1 across the kept samples
-    if kind == "hann":
-        return 0.5 - 0.5 * np.cos(2 * np.pi * x)
-    if kind == "tukey":  # flat centre, cosine tapers over the outer 25 % on each side
-        alpha = 0.5
-        w = np.ones(n)
-        lo, hi = x < alpha / 2, x > 1 - alpha / 2
-        w[lo] = 0.5 * (1 - np.cos(2 * np.pi * x[lo] / alpha))
-        w[hi] = 0.5 * (1 - np.cos(2 * np.pi * (1 - x[hi]) / alpha))
-        return w
-    raise CardiacSRError(f"unknown value {kind!r} for 'degrade.window'; valid values: {', '.join(WINDOWS)}")
-
-
-def kspace_downsample(hr: np.ndarray, scale: int, window: str = "none") -> np.ndarray:
-    """Keep the central 1/``scale`` of k-space (optionally windowed); magnitude at the LR size."""
-    _check_scale(hr.shape, scale)
-    h, w = hr.shape[-2:]
-    lh, lw = h // scale, w // scale
-    k = np.fft.fftshift(np.fft.fft2(np.asarray(hr, np.float64)))
-    r0, c0 = (h - lh) // 2, (w - lw) // 2
-    k = k[r0:r0 + lh, c0:c0 + lw] * np.outer(kspace_window(lh, window), kspace_window(lw, window))
-    return np.abs(np.fft.ifft2(np.fft.ifftshift(k))) / scale**2
-
-
-def upsample_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
-    """The project's bicubic baseline: cubic-spline x``scale`` up-sampling of one LR image."""
-    h, w = lr.shape[-2:]
-    return resize_cubic(lr, (h * scale, w * scale))
-
-
-def upsample_nearest(lr: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour x``scale`` up-sampling (pixel replication) of one LR image."""
-    return np.repeat(np.repeat(np.asarray(lr, np.float64), scale, axis=-2), scale, axis=-1)
-
-
-def zerofill(lr: np.ndarray, scale: int) -> np.ndarray:
-    """Fourier zero-padding x``scale`` of one LR image (the MR reference interpolation)."""
-    h, w = lr.shape[-2:]
-    k = np.fft.fftshift(np.fft.fft2(np.asarray(lr, np.float64)))
-    big = np.zeros((h * scale, w * scale), complex)
-    r0, c0 = (h * scale - h) // 2, (w * scale - w) // 2
-    big[r0:r0 + h, c0:c0 + w] = k
-    return np.abs(np.fft.ifft2(np.fft.ifftshift(big))) * scale**2
-
-
-def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Magnitude of the image plus complex Gaussian noise of std ``sigma`` per channel."""
-    if sigma <= 0:
-        return image
-    n = rng.standard_normal((2,) + image.shape) * sigma
-    return np.sqrt((image + n[0]) ** 2 + n[1] ** 2)
-
-
-def degrade_image(hr: np.ndarray, params: dict) -> np.ndarray:
-    """One HR image -> LR with the ``degrade`` params (noise excluded)."""
-    method = params.get("method")
-    scale = int(params["scale"])
-    if method == "blur_bicubic":
-        return blur_bicubic(hr, scale, float(params.get("blur_sigma", 1.0)))
-    if method == "kspace":
-        return kspace_downsample(hr, scale, str(params.get("window", "none")))
-    raise CardiacSRError(f"params.yaml: unknown value {method!r} for 'degrade.method'; valid values: {', '.join(METHODS)}")
-
-
-def validate_degrade_params(params: dict) -> None:
-    """Clear errors for missing or unknown ``degrade`` params, before any work."""
-    for key in ("method", "scale", "seed"):
-        if key not in params:
-            raise CardiacSRError(f"params.yaml: missing param 'degrade.{key}'")
-    if params["method"] not in METHODS:
-        raise CardiacSRError(f"params.yaml: unknown value {params['method']!r} for 'degrade.method'; "
-                             f"valid values: {', '.join(METHODS)}")
-    if params["method"] == "kspace":
-        kspace_window(4, str(params.get("window", "none")))  # validate early
-
-
-def degrade_stack(hr: np.ndarray, params: dict, rng: np.random.Generator, name: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """HR slices (N, H, W) -> LR (N, H/s, W/s) in [0, 1] and their bicubic baseline (N, H, W), float32."""
-    scale = int(params["scale"])
-    sigma_noise = float(params.get("noise_sigma", 0.0) or 0.0)
-    n, h, w = hr.shape
-    _check_scale(hr.shape, scale)
-    lr = np.zeros((n, h // scale, w // scale), np.float32)
-    up = np.zeros((n, h, w), np.float32)
-    for i in tqdm(range(n), desc=f"degrade {name}", mininterval=2):
-        x = add_rician_noise(degrade_image(hr[i], params), sigma_noise, rng)
-        lr[i] = np.clip(x, 0.0, 1.0)
-        up[i] = upsample_bicubic(lr[i], scale)
-    return lr, up
 
 
 def degrade(params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict:

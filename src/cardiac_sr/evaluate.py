@@ -35,82 +35,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .degrade import upsample_bicubic, upsample_nearest, zerofill
+from .dataset import has_external, load_split, read_manifest
+from .degradation import upsample_bicubic, upsample_nearest, zerofill
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
-from .metrics import psnr, ssim, temporal_psnr
-from .prepare import EXTERNAL, load_split, read_manifest
+from .inference import super_resolve
+from .metrics import centred_crop, checkerboard_score, image_scores, roi_box, temporal_psnr
+from .names import BASELINES, EXTERNAL
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("bicubic", "nearest", "zerofill")
 METRICS = ("psnr", "ssim", "roi_psnr", "roi_ssim", "perceptual", "checkerboard", "tpsnr", "roi_tpsnr")
 PERCEPTUAL_CROP = 128
 
 
-# ----------------------------------------------------------------------------- regions
-
-def roi_box(mask: np.ndarray, margin: int = 8, min_size: int = 32) -> tuple[slice, slice]:
-    """Bounding box (plus ``margin``) of a mask, at least ``min_size`` px a side, inside the image.
-
-    An empty mask gives :func:`centre_box`.
-    """
-    h, w = mask.shape
-    rows, cols = np.nonzero(mask)
-    if len(rows) == 0:
-        return centre_box((h, w))
-    box = []
-    for lo, hi, n in ((rows.min(), rows.max() + 1, h), (cols.min(), cols.max() + 1, w)):
-        lo, hi = max(0, int(lo) - margin), min(n, int(hi) + margin)
-        if hi - lo < min_size:
-            centre = (lo + hi) // 2
-            lo = max(0, min(n - min_size, centre - min_size // 2))
-            hi = min(n, lo + min_size)
-        box.append(slice(lo, hi))
-    return box[0], box[1]
-
-
-def centre_box(shape: tuple[int, int], fraction: float = 0.5) -> tuple[slice, slice]:
-    """The documented ROI when there is no heart mask: the central ``fraction`` of each side."""
-    h, w = shape
-    bh, bw = int(round(h * fraction)), int(round(w * fraction))
-    return slice((h - bh) // 2, (h - bh) // 2 + bh), slice((w - bw) // 2, (w - bw) // 2 + bw)
-
-
-def centred_crop(box: tuple[slice, slice], shape: tuple[int, int], size: int) -> tuple[slice, slice]:
-    """A ``size`` x ``size`` window centred on ``box``, moved inside the image."""
-    out = []
-    for s, n in zip(box, shape):
-        c = (s.start + s.stop) // 2
-        lo = max(0, min(n - size, c - size // 2))
-        out.append(slice(lo, lo + min(size, n)))
-    return out[0], out[1]
-
-
 # ----------------------------------------------------------------------------- metrics
-
-def checkerboard_score(sr: np.ndarray, reference_up: np.ndarray, scale: int = 4) -> float:
-    """Periodic up-sampling artefact energy of ``sr`` relative to the bicubic image, in dB.
-
-    A x2/x``scale`` network's artefacts repeat every 2 or ``scale`` output
-    pixels: in the spectrum of the residual ``sr - reference_up`` they sit on
-    the lines at k/2 and k/``scale`` cycles per pixel (k = 1 .. p-1) along
-    either axis.  The score is 10 log10 of the residual's energy on those
-    lines over the energy of ``reference_up`` on the same lines.  Content
-    detail also lands there, so compare methods on the same data: a clear
-    checkerboard raises it by several dB.  ``sr == reference_up`` scores the
-    floor, -120 dB.
-    """
-    diff = np.asarray(sr, np.float64) - np.asarray(reference_up, np.float64)
-    h, w = diff.shape
-    rows = sorted({(k * h) // p for p in (2, scale) for k in range(1, p)})
-    cols = sorted({(k * w) // p for p in (2, scale) for k in range(1, p)})
-    mask = np.zeros((h, w), bool)
-    mask[rows, :] = True
-    mask[:, cols] = True
-    num = (np.abs(np.fft.fft2(diff)) ** 2)[mask].sum()
-    den = (np.abs(np.fft.fft2(np.asarray(reference_up, np.float64))) ** 2)[mask].sum()
-    return float(10 * np.log10((num + 1e-12 * den) / (den + 1e-30)))
 
 
 def perceptual_distances(hr: np.ndarray, sr: np.ndarray, crops: list, weights: str = "hed",
@@ -166,14 +105,12 @@ def super_resolve_baseline(method: str, lr: np.ndarray, scale: int) -> np.ndarra
     return np.stack([fn(x, scale) for x in lr]).astype(np.float32)
 
 
-def super_resolve_model(model, lr: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, float]:
+def super_resolve_model(model, lr: np.ndarray, scale: int, batch_size: int = 8) -> tuple[np.ndarray, float]:
     """Run a loaded generator over LR slices; returns (SR, inference ms per slice after warm-up)."""
-    from .train import predict_array
-
-    x = np.asarray(lr, np.float32)[..., None]
-    predict_array(model, x[:batch_size], batch_size)  # trace and warm up
+    x = np.asarray(lr, np.float32)
+    super_resolve(model, x[:batch_size], scale, batch_size, progress=False)  # trace and warm up
     t0 = time.perf_counter()
-    sr = predict_array(model, x, batch_size)
+    sr = super_resolve(model, x, scale, batch_size, progress=False)
     return sr, 1000 * (time.perf_counter() - t0) / len(x)
 
 
@@ -220,8 +157,7 @@ def score_slices(method: str, split: str, sr: np.ndarray, data: dict, scale: int
         rows.append({
             "split": split, "index": i, "patient": manifest[i]["patient"], "slice": int(manifest[i]["slice"]),
             "phase": int(manifest[i]["phase"]),
-            "psnr": psnr(hr[i], sr[i]), "ssim": ssim(hr[i], sr[i]),
-            "roi_psnr": psnr(hr[i][b], sr[i][b]), "roi_ssim": ssim(hr[i][b], sr[i][b]),
+            **image_scores(hr[i], sr[i], b),
             "perceptual": float(perceptual[i]),
             "checkerboard": checkerboard_score(sr[i], data["bicubic"][i], scale),  # raw output: bicubic scores the floor
             "tpsnr": tpsnr, "roi_tpsnr": roi_tpsnr,
@@ -241,7 +177,6 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
     """Score one method on the test split, and on the external test set in ``external_dir`` when
     there is one; write its JSON summary (test metrics at the top, external ones under
     ``external``) and per-slice CSV."""
-    from .external import has_external
 
     if method in BASELINES:
         def run(lr):
@@ -257,7 +192,7 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
         model = load_generator(path)
 
         def run(lr):
-            return super_resolve_model(model, lr)
+            return super_resolve_model(model, lr, scale)
 
     folders = {"test": (prepared_dir, degraded_dir)}
     if external_dir is not None and has_external(external_dir):

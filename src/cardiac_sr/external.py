@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .degrade import degrade_stack, validate_degrade_params
+from .dataset import collect_splits, prepared_patients, write_splits
+from .degradation import degrade_stack, validate_degrade_params
 from .errors import CardiacSRError
 from .fileio import atomic_dir
-from .prepare import EXTERNAL, collect_splits, external_config, prepared_patients, write_splits
+from .names import EXTERNAL
 from .readers import read_studies
 
 
@@ -54,7 +55,18 @@ def build_external(external, prep: dict, degrade_params: dict, prepared_dir: str
     return info
 
 
-def has_external(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a non-empty external test set."""
-    path = Path(folder) / "info.json"
-    return path.is_file() and bool(json.loads(path.read_text())["splits"].get(EXTERNAL))
+def external_config(external) -> dict | None:
+    """The ``evaluate.external`` params (``{source, path, contours}``), or None when it is off."""
+    if external in (None, False, "", "none"):
+        return None
+    if not isinstance(external, dict):
+        raise CardiacSRError(f"params.yaml: 'evaluate.external' must be null or a mapping with source and path, "
+                             f"got {external!r}")
+    source = external.get("source")
+    if source not in ("dicom", "nifti"):
+        raise CardiacSRError(f"params.yaml: unknown value {source!r} for 'evaluate.external.source'; "
+                             f"valid values: dicom, nifti")
+    if not external.get("path"):
+        raise CardiacSRError("params.yaml: missing param 'evaluate.external.path'")
+    return {"source": source, "path": external["path"], "contours": external.get("contours"),
+            "strict": bool(external.get("strict", False))}

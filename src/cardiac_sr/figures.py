@@ -37,7 +37,7 @@ def phantom_vs_real(real_root: str | Path, out: str | Path, seed: int = 0, n_pha
     import matplotlib.pyplot as plt
 
     from .phantom import PhantomConfig, PhantomGenerator
-    from .prepare import fit_normalisation
+    from .dataset import fit_normalisation
     from .readers import read_dicom
 
     real = read_dicom(real_root)

@@ -28,8 +28,8 @@ import keras
 import numpy as np
 
 from .errors import CardiacSRError
+from .names import LOSSES
 
-LOSSES = ("perceptual", "mse")
 # VGG's ImageNet preprocessing ("caffe" mode): BGR order, mean subtracted, 0..255 scale.
 _VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 

@@ -38,7 +38,8 @@ import keras
 import numpy as np
 from keras import layers
 
-UPSAMPLING = ("TS", "NN")
+from .names import UPSAMPLINGS
+
 
 # How many LR pixels either side the cubic-spline kernel reaches: the spline's
 # pre-filter decays as 0.268**k, so 16 taps leave an error below 1e-9.
@@ -53,7 +54,7 @@ def cubic_phase_filters(scale: int, taps: int = _CUBIC_TAPS) -> np.ndarray:
     baseline itself (:func:`cardiac_sr.degrade.upsample_bicubic` applied to an
     impulse), so the two can never disagree.
     """
-    from .degrade import upsample_bicubic
+    from .degradation import upsample_bicubic
 
     n = 4 * taps + 8
     c = n // 2
@@ -202,8 +203,8 @@ def build_generator(upsampling: str = "NN", scale: int = 4, filters: int = 64, r
                     batch_norm: bool = False, global_skip: bool = True, up_init: str = "bilinear",
                     name: str | None = None) -> keras.Model:
     """Build one generator; see the module docstring for the layout."""
-    if upsampling not in UPSAMPLING:
-        raise ValueError(f"unknown upsampling {upsampling!r}; valid values: {', '.join(UPSAMPLING)}")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"unknown upsampling {upsampling!r}; valid values: {', '.join(UPSAMPLINGS)}")
     if up_init not in UP_INITS:
         raise ValueError(f"unknown up_init {up_init!r}; valid values: {', '.join(UP_INITS)}")
     n_up = int(round(math.log2(scale)))
@@ -233,3 +234,35 @@ def generator_kwargs(cfg: dict, upsampling: str, scale: int) -> dict:
 def load_generator(path) -> keras.Model:
     """Load a trained generator in Keras' safe mode (no code from the file is run)."""
     return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+# ----------------------------------------------------------------------------- the model card
+# What inference needs besides the weights travels inside the .keras file (a zip archive) as one
+# extra JSON member, which Keras' loader ignores: the scale, the normalisation percentile, the
+# degradation the model was trained for, and where its training data came from.
+MODEL_CARD = "cardiac_sr.json"
+CARD_DEFAULTS = {"normalisation": {"percentile": 99.5},
+                 "degradation": {"method": "blur_bicubic", "blur_sigma": 1.0, "window": "none"}}
+
+
+def write_model_card(path, card: dict) -> None:
+    """Add ``card`` to the saved ``.keras`` file at ``path`` (before it is renamed into place)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(MODEL_CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def read_model_card(path) -> dict | None:
+    """The card of a ``.keras`` file, or None for a model saved without one."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if MODEL_CARD not in zf.namelist():
+                return None
+            return json.loads(zf.read(MODEL_CARD))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None

@@ -1,74 +1,32 @@
-"""The ``prepare`` stage: cine studies -> a normalised float32 slice dataset.
+"""The ``prepare`` stage: cine studies -> a normalised float32 slice dataset (``data/prepared``).
 
-Output folder (``data/prepared`` by default)::
-
-    {train,val,test}_hr.npy    float32 (N, H, W), intensities in [0, 1]
-    {train,val,test}_roi.npy   uint8   (N, H, W), cardiac ROI (0 where unknown)
-    manifest.csv               one row per slice: split, index, patient, slice,
-                               phase, spacing, source file, normalisation
-                               (intensity_offset, intensity_scale), has_roi
-    info.json                  patients per split, counts, the params used
-
-Normalisation is per volume (one patient's whole cine study):
-``x01 = clip((x - offset) / scale, 0, 1)`` with ``offset = min(0, min x)`` and
-``scale`` = the ``percentile``-th percentile of ``x - offset``.  Both are
-recorded so predictions can be mapped back: ``x = x01 * scale + offset``.
+Reads the studies (the built-in phantom, domain-randomised for the patients of
+``prepare.phantom.randomise_splits``; or DICOM / NIfTI studies), assigns each
+patient to train, val or test (fractions or explicit lists), and writes the
+dataset layout of :mod:`cardiac_sr.dataset` (per-volume normalisation, arrays,
+ROI masks, manifest) atomically.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import multiprocessing as mp
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from .dataset import collect_splits, write_splits
 from .errors import CardiacSRError
 from .fileio import atomic_dir
+from .names import SOURCES, SPLITS
 from .phantom import PhantomConfig, PhantomGenerator, phantom_id
 from .readers import read_studies
 from .study import Study
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-EXTERNAL = "external"  # the optional external test set (evaluate.external, data/external)
-SOURCES = ("phantom", "dicom", "nifti")
-MANIFEST_FIELDS = [
-    "split", "index", "patient", "slice", "phase", "rows", "columns",
-    "spacing_row_mm", "spacing_col_mm", "spacing_slice_mm", "source_file",
-    "intensity_offset", "intensity_scale", "has_roi",
-]
-
-
-@dataclass
-class Normalisation:
-    offset: float
-    scale: float
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        return np.clip((x - self.offset) / self.scale, 0.0, 1.0).astype(np.float32)
-
-    def invert(self, x01: np.ndarray) -> np.ndarray:
-        return x01 * self.scale + self.offset
-
-
-def fit_normalisation(volume: np.ndarray, percentile: float = 99.5, name: str = "volume") -> Normalisation:
-    """Per-volume normalisation: offset = min(0, min), scale = percentile of (volume - offset)."""
-    if not 50.0 < percentile <= 100.0:
-        raise CardiacSRError(f"prepare.percentile must be in (50, 100], got {percentile}")
-    if not np.all(np.isfinite(volume)):
-        raise CardiacSRError(f"{name}: contains NaN or infinite intensities")
-    offset = float(min(0.0, float(volume.min())))
-    scale = float(np.percentile(volume - offset, percentile))
-    if scale <= 0:
-        raise CardiacSRError(f"{name}: image is blank (the {percentile}th intensity percentile is 0)")
-    return Normalisation(offset, scale)
 
 
 def split_patients(patient_ids: list[str], split: dict, seed: int, allow_empty_test: bool = False) -> dict[str, str]:
@@ -155,17 +113,6 @@ def _fraction_split(ids: list[str], fractions: dict, seed: int) -> dict[str, str
     return out
 
 
-def crop_or_pad(array: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop or zero-pad the last two axes to ``size`` x ``size``."""
-    h, w = array.shape[-2:]
-    out = np.zeros(array.shape[:-2] + (size, size), array.dtype)
-    sh, sw = min(h, size), min(w, size)
-    ih, iw = (h - sh) // 2, (w - sw) // 2  # crop offsets in the input
-    oh, ow = (size - sh) // 2, (size - sw) // 2  # pad offsets in the output
-    out[..., oh:oh + sh, ow:ow + sw] = array[..., ih:ih + sh, iw:iw + sw]
-    return out
-
-
 def _phantom_study(args):
     cfg, seed, index = args
     return PhantomGenerator(cfg, seed).study(index)
@@ -229,74 +176,6 @@ def load_studies(prep: dict) -> list[Study]:
     return read_studies(source, prep.get("path"), contours=prep.get("contours"), strict=bool(prep.get("strict", False)))
 
 
-def external_config(external) -> dict | None:
-    """The ``evaluate.external`` params (``{source, path, contours}``), or None when it is off."""
-    if external in (None, False, "", "none"):
-        return None
-    if not isinstance(external, dict):
-        raise CardiacSRError(f"params.yaml: 'evaluate.external' must be null or a mapping with source and path, "
-                             f"got {external!r}")
-    source = external.get("source")
-    if source not in ("dicom", "nifti"):
-        raise CardiacSRError(f"params.yaml: unknown value {source!r} for 'evaluate.external.source'; "
-                             f"valid values: dicom, nifti")
-    if not external.get("path"):
-        raise CardiacSRError("params.yaml: missing param 'evaluate.external.path'")
-    return {"source": source, "path": external["path"], "contours": external.get("contours"),
-            "strict": bool(external.get("strict", False))}
-
-
-def collect_splits(studies: list[Study], assignment: dict[str, str], splits, size: int, percentile: float) -> dict:
-    """Normalise each study per volume, crop/pad to ``size`` and gather its slices under its split.
-
-    Returns ``{split: {"hr": [arrays], "roi": [arrays], "rows": [manifest rows]}}``; patients
-    missing from ``assignment`` are left out.
-    """
-    per_split = {s: {"hr": [], "roi": [], "rows": []} for s in splits}
-    for st in tqdm(studies, desc="normalise"):
-        split = assignment.get(st.patient_id)
-        if split is None:  # left out by an explicit split
-            continue
-        norm = fit_normalisation(st.image, percentile, name=f"patient {st.patient_id}")
-        bucket = per_split[split]
-        hr = crop_or_pad(norm.apply(st.image), size)
-        roi = crop_or_pad(st.roi, size) if st.roi is not None else np.zeros(hr.shape, np.uint8)
-        for s in range(st.n_slices):
-            for t in range(st.n_phases):
-                bucket["rows"].append({
-                    "split": split, "index": len(bucket["rows"]), "patient": st.patient_id, "slice": s, "phase": t,
-                    "rows": st.shape2d[0], "columns": st.shape2d[1],
-                    "spacing_row_mm": st.spacing[0], "spacing_col_mm": st.spacing[1], "spacing_slice_mm": st.spacing[2],
-                    "source_file": st.sources[s, t] if st.sources is not None else "",
-                    "intensity_offset": norm.offset, "intensity_scale": norm.scale,
-                    "has_roi": int(st.has_roi[s, t]) if st.has_roi is not None else 0,
-                })
-        bucket["hr"].append(hr.reshape(-1, size, size))
-        bucket["roi"].append(roi.reshape(-1, size, size).astype(np.uint8))
-    return per_split
-
-
-def write_splits(folder: Path, per_split: dict, splits, size: int, info: dict) -> dict[str, np.ndarray]:
-    """Write ``{split}_hr.npy``, ``{split}_roi.npy`` and ``manifest.csv`` into ``folder``; fill ``info``'s
-    slice counts and patients; returns the HR arrays."""
-    rows, arrays = [], {}
-    for split in splits:
-        b = per_split[split]
-        hr = np.concatenate(b["hr"]) if b["hr"] else np.zeros((0, size, size), np.float32)
-        roi = np.concatenate(b["roi"]) if b["roi"] else np.zeros((0, size, size), np.uint8)
-        np.save(folder / f"{split}_hr.npy", hr.astype(np.float32))
-        np.save(folder / f"{split}_roi.npy", roi)
-        rows += b["rows"]
-        arrays[split] = hr
-        info["splits"][split] = int(len(hr))
-        info["patients"][split] = sorted({r["patient"] for r in b["rows"]})
-    with open(folder / "manifest.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return arrays
-
-
 def prepare(prep: dict, scale: int, out_dir: str | Path, allow_empty_test: bool = False) -> dict:
     """Run the prepare stage with the ``prepare`` params; returns the info written to info.json.
 
@@ -321,35 +200,3 @@ def prepare(prep: dict, scale: int, out_dir: str | Path, allow_empty_test: bool 
     return info
 
 
-def _info(folder: str | Path) -> dict:
-    path = Path(folder) / "info.json"
-    if not path.is_file():
-        raise CardiacSRError(f"{path}: not found (run `dvc repro prepare`)")
-    return json.loads(path.read_text())
-
-
-def prepared_patients(folder: str | Path) -> set[str]:
-    """Every patient in a prepared dataset, whatever the split."""
-    return {p for members in _info(folder)["patients"].values() for p in members}
-
-
-def prepared_splits(folder: str | Path) -> list[str]:
-    """The splits a dataset folder holds (train, val, test in data/prepared; external in data/external)."""
-    return list(_info(folder)["splits"])
-
-
-def load_split(folder: str | Path, split: str, kind: str = "hr", mmap: bool = True) -> np.ndarray:
-    """Load ``{split}_{kind}.npy`` from a stage output folder, with a clear error if missing."""
-    path = Path(folder) / f"{split}_{kind}.npy"
-    if not path.is_file():
-        raise CardiacSRError(f"{path}: not found (run the stage that writes it, e.g. `dvc repro`)")
-    return np.load(path, mmap_mode="r" if mmap else None)
-
-
-def read_manifest(folder: str | Path) -> list[dict]:
-    """The manifest rows of a prepared dataset."""
-    path = Path(folder) / "manifest.csv"
-    if not path.is_file():
-        raise CardiacSRError(f"{path}: not found (run `dvc repro prepare`)")
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))

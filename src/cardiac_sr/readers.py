@@ -358,3 +358,35 @@ def detect_format(path: str | os.PathLike) -> str:
         if _is_nifti(f):
             return "nifti"
     return "dicom"
+
+
+def read_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[Study]]:
+    """(format, studies) of a DICOM folder/root, a NIfTI file or a .npy stack."""
+    fmt = detect_format(path)
+    if fmt == "npy":
+        return fmt, [read_npy(path)]
+    if fmt == "nifti":
+        p = Path(path)
+        if p.is_dir():
+            raise CardiacSRError(f"{p}: give one NIfTI file (.nii or .nii.gz), not a folder")
+        return fmt, [read_nifti_file(p)]
+    return fmt, read_dicom(path, strict=strict)
+
+
+def read_npy(path: str | os.PathLike) -> Study:
+    """A .npy stack (H, W), (N, H, W) or (S, T, H, W) of one channel."""
+    path = Path(path)
+    try:
+        a = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise CardiacSRError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from exc
+    if a.size == 0:
+        raise CardiacSRError(f"{path}: the array is empty {a.shape}")
+    if a.dtype.kind not in "iuf" or a.ndim not in (2, 3, 4):
+        raise CardiacSRError(f"{path}: expected a numeric (H, W), (N, H, W) or (slices, phases, H, W) array, "
+                             f"got {a.dtype} {a.shape}")
+    if a.ndim >= 3 and a.shape[-1] in (3, 4) and a.shape[-2] > 8:
+        raise CardiacSRError(f"{path}: looks like an RGB image {a.shape}; cardiac-sr needs single-channel images")
+    meta = {"dtype": str(a.dtype), "ndim": a.ndim}
+    a = a.reshape((1,) * (4 - a.ndim) + a.shape).astype(np.float32)
+    return Study(patient_id=path.stem, image=a, spacing=(1.0, 1.0, 1.0), meta=meta)

@@ -24,10 +24,8 @@ import numpy as np
 
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
-from .train import MODEL_NAMES, split_model_name
+from .names import EXTERNAL, LOSSES, MODEL_NAMES, SEED_NAMES, UPSAMPLINGS, split_model_name
 
-LOSSES = ("perceptual", "mse")
-UPSAMPLINGS = ("TS", "NN")
 # (key, column title, format) of the table
 COLUMNS = [
     ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
@@ -38,7 +36,6 @@ COLUMNS = [
 # the external test set's columns (evaluate.external), next to the internal ones
 EXTERNAL_COLUMNS = [("psnr", "ext. PSNR (dB)", "{:.2f}"), ("ssim", "ext. SSIM", "{:.4f}"),
                     ("roi_psnr", "ext. ROI PSNR (dB)", "{:.2f}"), ("perceptual", "ext. VGG dist.", "{:.1f}")]
-SEED_NAMES = {"perceptual-TS": "Model 1", "perceptual-NN": "Model 2", "mse-TS": "Model 3", "mse-NN": "Model 4"}
 
 
 def load_result(method: str, metrics_dir: str | Path = "metrics") -> dict:
@@ -296,7 +293,7 @@ def _save(fig, path: Path) -> Path:
 def _figure_split(prepared_dir, degraded_dir, external_dir) -> tuple[str, Path, Path]:
     """(split, HR folder, LR folder) the figures show: the test split, or the external set when the test
     split is empty (one-patient data)."""
-    from .prepare import EXTERNAL, load_split
+    from .dataset import load_split
 
     if len(load_split(prepared_dir, "test", "hr")):
         return "test", Path(prepared_dir), Path(degraded_dir)
@@ -308,10 +305,11 @@ def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: 
     """HR, LR, bicubic and the four models for fixed test slices: full view, heart zoom, error maps."""
     import matplotlib.pyplot as plt
 
-    from .degrade import upsample_bicubic
-    from .evaluate import roi_box
+    from .dataset import load_split
+    from .degradation import upsample_bicubic
+    from .inference import super_resolve
+    from .metrics import roi_box
     from .models import load_generator
-    from .prepare import load_split
 
     split, folder, lr_folder = _figure_split(prepared_dir, degraded_dir, external_dir)
     hr, roi = load_split(folder, split, "hr"), load_split(folder, split, "roi")
@@ -327,7 +325,7 @@ def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: 
         images = {"HR": np.asarray(hr[i]), "LR": np.kron(x, np.ones((scale, scale))),
                   "bicubic": upsample_bicubic(x, scale)}
         for m, model in models.items():
-            images[m] = model.predict_on_batch(x[None, ..., None])[0, ..., 0]
+            images[m] = super_resolve(model, x[None], scale, batch_size=1, progress=False)[0]
         b = roi_box(np.asarray(roi[i]), margin=16)
         for c, name in enumerate(cols):
             img = np.clip(images[name], 0, 1)
@@ -353,11 +351,11 @@ def cine_loop(prepared_dir, degraded_dir, models_dir, path: Path, crop: int = CI
 
     The slice location is the test cine with the largest mean heart mask (mid-ventricle).
     """
-    from .evaluate import centred_crop, roi_box
+    from .metrics import centred_crop, roi_box
     from .figures import write_cine_gif
     from .models import load_generator
-    from .prepare import load_split, read_manifest
-    from .train import predict_array
+    from .dataset import load_split, read_manifest
+    from .inference import super_resolve
 
     split, folder, lr_folder = _figure_split(prepared_dir, degraded_dir, external_dir)
     manifest = [r for r in read_manifest(folder) if r["split"] == split]
@@ -370,9 +368,11 @@ def cine_loop(prepared_dir, degraded_dir, models_dir, path: Path, crop: int = CI
     box = roi_box(np.any(np.asarray(roi[idx]), axis=0), margin=8)
     win = centred_crop(box, hr.shape[1:], min(crop, *hr.shape[1:]))
     columns = [("HR", np.asarray(hr[idx])), ("bicubic", np.asarray(load_split(lr_folder, split, "bicubic")[idx]))]
-    lr = np.asarray(load_split(lr_folder, split, "lr")[idx], np.float32)[..., None]
+    lr = np.asarray(load_split(lr_folder, split, "lr")[idx], np.float32)
+    scale = hr.shape[-1] // lr.shape[-1]
     for m in MODEL_NAMES:
-        columns.append((m, predict_array(load_generator(Path(models_dir) / f"{m}.keras"), lr, len(lr))))  # one call
+        model = load_generator(Path(models_dir) / f"{m}.keras")
+        columns.append((m, super_resolve(model, lr, scale, batch_size=len(lr), progress=False)))  # one call
     columns = [(name, frames[:, win[0], win[1]]) for name, frames in columns]
     columns[0] = (f"HR {key[0]} slice {key[1]}", columns[0][1])
     return write_cine_gif(columns, path, zoom=2)

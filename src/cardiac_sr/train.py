@@ -31,21 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .dataset import load_pairs
 from .errors import CardiacSRError, Interrupted
-from .fileio import atomic_dir, atomic_file, write_json
+from .fileio import atomic_file, write_json
+from .names import split_model_name
 from .params import TRAIN_NUMBERS, choice, number
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("perceptual-TS", "perceptual-NN", "mse-TS", "mse-NN")
 STRATEGIES = ("auto", "default", "mirrored")
-
-
-def split_model_name(name: str) -> tuple[str, str]:
-    """``'mse-TS'`` -> ``('mse', 'TS')``, with a clear error for anything else."""
-    choice(name, MODEL_NAMES, "model name", source="train")
-    loss, upsampling = name.split("-")
-    return loss, upsampling
 
 
 def model_config(params: dict, name: str) -> dict:
@@ -69,19 +63,6 @@ def model_config(params: dict, name: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- data
-
-def load_pairs(prepared_dir: str | Path, degraded_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """HR (N, H, W) and LR (N, H/s, W/s) float32 arrays of one split."""
-    from .prepare import load_split
-
-    hr = load_split(prepared_dir, split, "hr")
-    path = Path(degraded_dir) / f"{split}_lr.npy"
-    if not path.is_file():
-        raise CardiacSRError(f"{path}: not found; run the degrade stage first (dvc repro degrade)")
-    lr = np.load(path)
-    if len(lr) != len(hr):
-        raise CardiacSRError(f"{path}: {len(lr)} LR slices but {len(hr)} HR slices; re-run dvc repro degrade")
-    return hr, lr
 
 
 def patch_dataset(hr: np.ndarray, lr: np.ndarray, scale: int, patch_size: int, batch_size: int,
@@ -201,7 +182,7 @@ def initialise_from(model, path: Path) -> None:
 
 
 # The code that decides what a checkpoint's weights mean: a change to it starts training over.
-CODE_FILES = [Path(__file__).with_name(f) for f in ("train.py", "models.py", "losses.py")]
+CODE_FILES = [Path(__file__).with_name(f) for f in ("train.py", "callbacks.py", "models.py", "losses.py")]
 
 
 def fingerprint(cfg: dict, files: list[Path]) -> str:
@@ -217,75 +198,9 @@ def fingerprint(cfg: dict, files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- callbacks
-
-def _make_callbacks():
-    """Keras callbacks, defined lazily so importing this module stays TF-free."""
-    import keras
-
-    class Validation(keras.callbacks.Callback):
-        """Adds val_psnr / val_ssim (whole val slices, [0, 1], data_range 1) to the epoch logs."""
-
-        def __init__(self, lr, hr, batch_size=8):
-            super().__init__()
-            self.lr, self.hr, self.bs = lr[..., None], hr, batch_size
-
-        def on_epoch_end(self, epoch, logs=None):
-            from .metrics import psnr, ssim
-
-            sr = predict_array(self.model, self.lr, self.bs)
-            logs["val_psnr"] = float(np.mean([psnr(a, b) for a, b in zip(self.hr, sr)]))
-            logs["val_ssim"] = float(np.mean([ssim(a, b) for a, b in zip(self.hr, sr)]))
-
-    class Progress(keras.callbacks.Callback):
-        """One log line about every ``every`` seconds: epoch, step, loss, ETA (works in any terminal/CI)."""
-
-        def __init__(self, name, epochs, steps, first_epoch, every=20.0):
-            super().__init__()
-            self.name, self.epochs, self.steps, self.every = name, epochs, steps, every
-            self.total = (epochs - first_epoch) * steps
-            self.done = 0
-
-        def on_train_begin(self, logs=None):
-            self.t0 = self.last = time.time()
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch, self.t_epoch = epoch, time.time()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.done += 1
-            now = time.time()
-            if now - self.last >= self.every or batch + 1 == self.steps:
-                self.last = now
-                eta = (now - self.t0) / self.done * (self.total - self.done)
-                log.info("%s epoch %d/%d step %d/%d loss %.5g  ETA %s", self.name, self.epoch + 1, self.epochs,
-                         batch + 1, self.steps, float(logs.get("loss", np.nan)), _fmt_time(eta))
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs["epoch_seconds"] = time.time() - self.t_epoch
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "loss")
-            log.info("%s epoch %d/%d done in %s: loss %.5g, %s", self.name, epoch + 1, self.epochs,
-                     _fmt_time(logs["epoch_seconds"]), float(logs.get("loss", np.nan)), shown)
-
-    class Checkpoint(keras.callbacks.Callback):
-        """After each epoch: weights, optimiser state, dvclive logs, state.json (atomically)."""
-
-        def __init__(self, folder, live_dir, fp, stop_after=None):
-            super().__init__()
-            self.folder, self.live_dir, self.fp, self.stop_after = Path(folder), Path(live_dir), fp, stop_after
-
-        def on_epoch_end(self, epoch, logs=None):
-            save_checkpoint(self.folder, self.model, self.live_dir, epoch + 1, self.fp, logs)
-            if self.stop_after is not None and epoch + 1 >= self.stop_after:
-                # used by the resume test: behaves like a kill right after a checkpoint
-                raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (CARDIAC_SR_STOP_AFTER_EPOCH)")
-
-    return Validation, Progress, Checkpoint
-
-
 def _bicubic_psnr(lr: np.ndarray, hr: np.ndarray, scale: int) -> float:
     """The bicubic baseline's mean PSNR on the same val slices as val_psnr (for comparison in the logs)."""
-    from .degrade import upsample_bicubic
+    from .degradation import upsample_bicubic
     from .metrics import psnr
 
     return float(np.mean([psnr(h, upsample_bicubic(x, scale)) for x, h in zip(lr, hr)]))
@@ -300,62 +215,20 @@ def _mean_epoch_seconds(live_dir: Path) -> float | None:
     return round(float(values.mean()), 2)
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def predict_array(model, lr: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """Run a generator over LR images (N, h, w, 1) in batches; returns (N, H, W) float32 (unclipped)."""
-    out = [model.predict_on_batch(lr[i:i + batch_size]) for i in range(0, len(lr), batch_size)]
-    return np.concatenate(out)[..., 0].astype(np.float32)
-
-
 # ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(folder: Path, model, live_dir: Path, epochs_done: int, fp: str, logs: dict | None = None) -> None:
-    """Weights, optimiser state, dvclive folder and state.json (epochs done, fingerprint, the last epoch's logs)."""
-    state = {"epochs_done": epochs_done, "fingerprint": fp,
-             "last_epoch": {k: float(v) for k, v in (logs or {}).items()}}
-    with atomic_dir(folder) as tmp:
-        model.save_weights(tmp / "model.weights.h5")
-        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in model.optimizer.variables])
-        if live_dir.exists():
-            shutil.copytree(live_dir, tmp / "dvclive")
-        (tmp / "state.json").write_text(json.dumps(state) + "\n")
-
-
-def checkpoint_state(folder: Path) -> dict:
-    """The checkpoint's state.json, or {} when there is none (or it is unreadable)."""
-    try:
-        return json.loads((Path(folder) / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def restore_checkpoint(folder: Path, model, live_dir: Path, fp: str) -> int:
-    """Load the checkpoint into ``model`` if it matches ``fp``; returns the epochs already done."""
-    state = checkpoint_state(folder)
-    if not state:
-        return 0
-    if state.get("fingerprint") != fp:
-        log.info("checkpoint %s is for other params, data or code: starting over", folder)
-        return 0
-    model.load_weights(folder / "model.weights.h5")
-    saved = np.load(folder / "optimizer.npz")
-    variables = model.optimizer.variables
-    if len(saved.files) != len(variables):
-        log.warning("checkpoint %s: optimiser state does not match, starting over", folder)
-        return 0
-    for v, key in zip(variables, saved.files):
-        v.assign(saved[key])
-    if (folder / "dvclive").exists():
-        shutil.rmtree(live_dir, ignore_errors=True)
-        shutil.copytree(folder / "dvclive", live_dir)
-    return int(state["epochs_done"])
 
 
 # ----------------------------------------------------------------------------- the stage
+
+def model_card(name: str, params: dict, cfg: dict) -> dict:
+    """What inference needs to use this model as it was trained (:data:`cardiac_sr.models.MODEL_CARD`)."""
+    prep, deg = params.get("prepare") or {}, params.get("degrade") or {}
+    return {"model": name, "scale": int(cfg["scale"]),
+            "normalisation": {"percentile": float(prep.get("percentile", 99.5))},
+            "degradation": {"method": deg.get("method", "blur_bicubic"), "blur_sigma": float(deg.get("blur_sigma", 1.0)),
+                            "window": str(deg.get("window", "none")), "noise_sigma": float(deg.get("noise_sigma", 0) or 0)},
+            "training_data": {"source": prep.get("source", "phantom"), "path": prep.get("path")}}
+
 
 def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded",
                 model_path=None, live_dir=None, summary_path=None, scratch_dir="scratch/train") -> dict:
@@ -364,8 +237,9 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
+    from .callbacks import Checkpoint, Progress, Validation, checkpoint_state, fmt_time, restore_checkpoint
     from .losses import make_loss
-    from .models import build_generator, generator_kwargs
+    from .models import build_generator, generator_kwargs, write_model_card
 
     loss_name, upsampling = split_model_name(name)
     cfg = model_config(params, name)
@@ -421,12 +295,11 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     train_ds = patch_dataset(hr, lr, cfg["scale"], cfg["patch_size"], bs, seed, start_step=start * spe)
     val_ds = patch_dataset(vhr, vlr, cfg["scale"], cfg["patch_size"], bs, seed + 1, 0,
                            int(cfg.get("val_batches", 4))).cache() if has_val else None
-    Validation, Progress, Checkpoint = _make_callbacks()
     stop_after = os.environ.get("CARDIAC_SR_STOP_AFTER_EPOCH")
     live = Live(dir=str(live_dir), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
     if start:
         live.step = start  # dvclive's resume leaves step 0 after one finished epoch; one step per epoch here
-    callbacks = ([Validation(vlr[vsel], vhr[vsel])] if has_val else []) + [
+    callbacks = ([Validation(vlr[vsel], vhr[vsel], cfg["scale"])] if has_val else []) + [
         Progress(name, epochs, spe, start), DVCLiveCallback(live=live),
         Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
     t0 = time.time()
@@ -451,6 +324,7 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     clean.set_weights(model.get_weights())
     with atomic_file(model_path, suffix=".keras") as tmp:
         clean.save(tmp)
+        write_model_card(tmp, model_card(name, params, cfg))
     summary = {
         "model": name, "loss": loss_name, "upsampling": upsampling, "parameters": n_params,
         "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg["patch_size"],
@@ -461,5 +335,5 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         "init": str(init) if init else None,
     }
     write_json(summary_path or f"metrics/train/{name}.json", summary)
-    log.info("%s: trained in %s, saved %s", name, _fmt_time(train_seconds), model_path)
+    log.info("%s: trained in %s, saved %s", name, fmt_time(train_seconds), model_path)
     return summary

@@ -1,0 +1,149 @@
+"""The one way a trained generator runs over images: batches, tiling with overlap, self-ensemble.
+
+Training validation, ``evaluate``, the figures, ``cardiac-sr predict`` and
+``assess`` all call :func:`super_resolve` (as BasicSR's ``SRModel.test`` serves
+validation and test alike): normalised LR images (N, h, w) in, the model's
+unclipped output (N, h*scale, w*scale) out, in batches whose output size is
+bounded (``MAX_OUTPUT_PIXELS``), with slices larger than ``tile`` LR pixels
+split into tiles that read ``overlap`` pixels of context on each side, so the
+result equals the whole-image prediction.  :func:`super_resolve_with_uncertainty`
+adds the 8-fold self-ensemble (flips and rotations) and its spread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import CardiacSRError
+from .names import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_PIXELS = 1 << 21     # per model call: 8 slices of 512 x 512, 2 of 1024 x 1024 (~0.5 GiB per feature tensor)
+TILE_OVERLAP = 16  # LR pixels of context read on each side of a tile (beyond the network's receptive field)
+MIN_TILE = 2 * TILE_OVERLAP + 8  # a tile must keep more than its overlap, or tiling never advances
+
+
+def load_model(path: str | os.PathLike = DEFAULT_MODEL):
+    """Load a trained ``.keras`` generator in safe mode, with clear errors."""
+    import zipfile
+
+    from .models import load_generator
+
+    path = Path(path)
+    if not path.is_file():
+        hint = " (train and select one with `dvc repro`, or pass --model)" if str(path) == DEFAULT_MODEL else ""
+        raise CardiacSRError(f"{path}: model file not found{hint}")
+    if not zipfile.is_zipfile(path):
+        raise CardiacSRError(f"{path}: not a Keras model (.keras zip archive)")
+    try:
+        model = load_generator(path)
+    except Exception as exc:
+        raise CardiacSRError(f"{path}: cannot be loaded as a Keras model in safe mode "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if len(model.inputs) != 1 or model.inputs[0].shape[-1] != 1 or model.outputs[0].shape[-1] != 1:
+        raise CardiacSRError(f"{path}: not a single-channel super-resolution model")
+    return model
+
+
+PIPELINE_SCALE = 4  # the factor of the pipeline's default models (params.yaml degrade.scale)
+
+
+def model_scale(model, expected: int | None = None) -> int:
+    """The model's up-scaling factor, measured on a small input; said in the log, with a warning when it
+    is not ``expected`` (a model trained with another ``degrade.scale`` changes the output size)."""
+    y = model.predict_on_batch(np.zeros((1, 8, 8, 1), np.float32))
+    scale = int(y.shape[1] // 8)
+    if expected is not None and scale != expected:
+        log.warning("model %s up-scales x%d, not x%d as the pipeline's default models: the output is x%d",
+                    model.name, scale, expected, scale)
+    else:
+        log.info("model %s up-scales x%d", model.name, scale)
+    return scale
+
+
+def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Cover range(n) with windows (read_lo, read_hi, keep_lo, keep_hi)."""
+    if n <= tile:
+        return [(0, n, 0, n)]
+    if tile <= 2 * overlap:
+        raise CardiacSRError(f"tile {tile} must be larger than twice the overlap ({2 * overlap} LR pixels)")
+    out, start = [], 0
+    step = tile - 2 * overlap
+    while start < n:
+        keep_hi = min(n, start + step)
+        lo, hi = max(0, start - overlap), min(n, keep_hi + overlap)
+        out.append((lo, hi, start, keep_hi))
+        start = keep_hi
+    return out
+
+
+def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, tile: int = 256,
+                  overlap: int = TILE_OVERLAP, progress: bool = True, desc: str = "super-resolve") -> np.ndarray:
+    """Model output for normalised LR images (N, h, w) -> (N, h*scale, w*scale), float32, unclipped.
+
+    Images wider or taller than ``tile`` are split into tiles with ``overlap``
+    LR pixels of context on each side (beyond the network's receptive field),
+    so the result equals the whole-image prediction.
+    """
+    images = np.asarray(images, np.float32)
+    n, h, w = images.shape
+    if h < 2 or w < 2:
+        raise CardiacSRError(f"images of {h} x {w} pixels are too small to super-resolve")
+    out = np.zeros((n, h * scale, w * scale), np.float32)
+    windows = [(r, c) for r in _tiles(h, tile, overlap) for c in _tiles(w, tile, overlap)]
+    # bound memory: at most MAX_OUTPUT_PIXELS output pixels per model call (64 feature maps each)
+    largest = max((r[1] - r[0]) * (c[1] - c[0]) for r, c in windows) * scale * scale
+    batch_size = max(1, min(batch_size, MAX_OUTPUT_PIXELS // largest))
+    bar = tqdm(total=n * len(windows), desc=desc, unit="tile" if len(windows) > 1 else "img", disable=not progress,
+               mininterval=1)
+    for (r0, r1, kr0, kr1), (c0, c1, kc0, kc1) in windows:
+        for i in range(0, n, batch_size):
+            x = images[i:i + batch_size, r0:r1, c0:c1, None]
+            y = model.predict_on_batch(x)[..., 0]
+            out[i:i + batch_size, kr0 * scale:kr1 * scale, kc0 * scale:kc1 * scale] = \
+                y[:, (kr0 - r0) * scale:(kr1 - r0) * scale, (kc0 - c0) * scale:(kc1 - c0) * scale]
+            bar.update(len(x))
+    bar.close()
+    return out
+
+
+def _dihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    x = np.rot90(x, k, axes=(-2, -1))
+    return x[..., ::-1] if flip else x
+
+
+def _undo_dihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    x = x[..., ::-1] if flip else x
+    return np.rot90(x, -k, axes=(-2, -1))
+
+
+def super_resolve_with_uncertainty(model, images, scale, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """Plain prediction, and the std over the 8 flips/rotations of the input."""
+    preds = []
+    for k in range(4):
+        for flip in (False, True):
+            y = super_resolve(model, np.ascontiguousarray(_dihedral(images, k, flip)), scale,
+                              desc=f"uncertainty {len(preds) + 1}/8", **kw)
+            preds.append(np.ascontiguousarray(_undo_dihedral(y, k, flip)))
+    return preds[0], np.std(np.stack(preds), axis=0).astype(np.float32)
+
+
+def model_preprocessing(path, scale: int) -> dict:
+    """The normalisation and degradation a model was trained with, from its card
+    (:func:`cardiac_sr.models.read_model_card`); a model without a card gets the pipeline's defaults
+    and a warning."""
+    from .models import CARD_DEFAULTS, read_model_card
+
+    card = read_model_card(path)
+    if card is None:
+        log.warning("%s carries no preprocessing card (a model saved before cards, or not by the train stage): "
+                    "assuming the defaults, 99.5th-percentile normalisation and blur_bicubic sigma 1.0", path)
+        card = CARD_DEFAULTS
+    return {"percentile": float(card["normalisation"]["percentile"]),
+            "degradation": {**CARD_DEFAULTS["degradation"], **card["degradation"], "scale": scale}}

@@ -1,0 +1,36 @@
+"""The project's names, in one place: models, losses, up-samplings, baselines, splits, sources, paths.
+
+Every module that needs one of these imports it from here, so no library
+module imports a stage module (``prepare``, ``degrade``, ``train``,
+``evaluate``, ``report``, ``predict``) for a constant.
+"""
+
+from __future__ import annotations
+
+from .params import choice
+
+LOSSES = ("perceptual", "mse")
+UPSAMPLINGS = ("TS", "NN")  # transposed convolution | nearest neighbour + convolution
+MODEL_NAMES = tuple(f"{loss}-{up}" for loss in LOSSES for up in UPSAMPLINGS)  # perceptual-TS ... mse-NN
+SEED_NAMES = {"perceptual-TS": "Model 1", "perceptual-NN": "Model 2", "mse-TS": "Model 3", "mse-NN": "Model 4"}
+BASELINES = ("bicubic", "nearest", "zerofill")
+
+SPLITS = ("train", "val", "test")
+EXTERNAL = "external"  # the optional external test set (evaluate.external, data/external)
+SOURCES = ("phantom", "dicom", "nifti")
+DEGRADATIONS = ("blur_bicubic", "kspace")
+
+# default paths of the pipeline's outputs (dvc.yaml passes them on the command line)
+PREPARED_DIR = "data/prepared"
+DEGRADED_DIR = "data/degraded"
+EXTERNAL_DIR = "data/external"
+MODELS_DIR = "models"
+METRICS_DIR = "metrics"
+DEFAULT_MODEL = "models/selected.keras"
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``'mse-TS'`` -> ``('mse', 'TS')``, with a clear error for anything else."""
+    choice(name, MODEL_NAMES, "model name", source="train")
+    loss, upsampling = name.split("-")
+    return loss, upsampling
