@@ -210,8 +210,21 @@ def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> 
             "slice_positions_mm": positions,
             "slice_thickness_mm": float(getattr(first, "SliceThickness", 0) or 0),
             "trigger_times_ms": [[float(getattr(g[t][0], "TriggerTime", 0) or 0) for t in range(n_phases)] for g in slices],
+            "dicom_headers": _headers(slices, n_phases),  # what a writer copies: no file is read twice
         },
     )
+
+
+def _headers(slices: list, n_phases: int) -> np.ndarray:
+    """The (slices, phases) datasets without their pixel data."""
+    out = np.empty((len(slices), n_phases), dtype=object)
+    for s, group in enumerate(slices):
+        for t in range(n_phases):
+            ds = group[t][0]
+            if "PixelData" in ds:
+                del ds.PixelData
+            out[s, t] = ds
+    return out
 
 
 # ------------------------------------------------------------------- contours
@@ -307,7 +320,8 @@ def read_nifti_file(path: str | os.PathLike) -> Study:
         image=image,
         spacing=(zooms[0], zooms[1], zooms[2]),
         sources=np.full(image.shape[:2], str(path), dtype=object),
-        meta={"affine": img.affine.tolist()},
+        meta={"affine": img.affine.tolist(), "nifti_header": img.header.copy(),
+              "nifti_dtype": str(img.get_data_dtype()), "nifti_ndim": len(img.shape)},
     )
 
 

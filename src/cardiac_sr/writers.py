@@ -105,11 +105,9 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
     """(S, T, H, W) -> NIfTI (x, y, slices[, phases]) with the affine updated, written atomically."""
     import nibabel as nib
 
-    src = study.sources[0, 0] if study.sources is not None else None
-    if src and str(src).lower().endswith((".nii", ".nii.gz")):
-        ref = nib.load(str(src))
-        affine, header, dtype = ref.affine, ref.header.copy(), dtype or ref.get_data_dtype()
-        ndim = len(ref.shape)
+    if "nifti_header" in study.meta:  # NIfTI input: what the reader kept
+        affine, header = np.asarray(study.meta["affine"], float), study.meta["nifti_header"].copy()
+        dtype, ndim = dtype or np.dtype(study.meta["nifti_dtype"]), int(study.meta["nifti_ndim"])
     else:  # DICOM or npy input: spacing from the study, axes as read
         affine = np.diag([study.spacing[0], study.spacing[1], study.spacing[2], 1.0])
         header, dtype, ndim = None, dtype or np.float32, 4
@@ -129,21 +127,16 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
 def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scale: int, model_name: str,
                        description: str = "super-resolved", progress: bool = True) -> None:
     """One DICOM file per (slice, phase): pixels, size, spacing and position updated; new UIDs."""
-    import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    if study.sources is None or not str(study.sources[0, 0]).strip():
+    headers = study.meta.get("dicom_headers")
+    if headers is None:
         raise CardiacSRError("DICOM output needs a DICOM input (its tags are copied); write .nii.gz instead")
     series_uid = generate_uid()
-    s_count, t_count = study.sources.shape
+    s_count, t_count = headers.shape
     for s, t in tqdm(list(np.ndindex(s_count, t_count)), desc=f"write DICOM {study.patient_id}", unit="file",
                      mininterval=1, disable=not progress):
-        src = Path(str(study.sources[s, t]))
-        try:
-            ds = pydicom.dcmread(src)
-        except Exception as exc:
-            raise CardiacSRError(f"{src}: cannot re-read the input DICOM ({exc})") from exc
-        ds = copy.deepcopy(ds)
+        ds = copy.deepcopy(headers[s, t])  # the header the reader kept: the source is never re-read
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
         stored = (pred_volume[s, t] - intercept) / slope
@@ -160,15 +153,12 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
             ipp = np.asarray(ds.ImagePositionPatient, float) + shift * (iop[:3] * col_mm + iop[3:] * row_mm)
             ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
         ds.PixelSpacing = [f"{row_mm / scale:.6f}", f"{col_mm / scale:.6f}"]
-        ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = dtype.itemsize * 8, bits_stored, bits_stored - 1
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.PixelData = pixels.tobytes()
         for tag in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
             if tag in ds:
                 del ds[tag]
+        # Rows, Columns, Bits*, Pixel Representation, Samples per Pixel, a new SOP Instance UID
+        ds.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=bits_stored)
         ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.ImageType = ["DERIVED", "SECONDARY"]
