@@ -1,15 +1,15 @@
 """DVC stage `degrade`: data/prepared -> data/degraded (see cardiac_sr.degrade)."""
 
-from _common import run
+from _common import arguments, run
 
 from cardiac_sr.degrade import degrade
 from cardiac_sr.params import get
 
 
-def main(params: dict) -> None:
-    info = degrade(get(params, "degrade"), "data/prepared", "data/degraded")
+def main(params: dict, args) -> None:
+    info = degrade(get(params, "degrade"), args.prepared, args.degraded)
     print("shapes:", info["shapes"])
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, args=arguments(__doc__, ("prepared", "degraded")))

@@ -1,14 +1,14 @@
 """DVC stage `external`: the external test set (evaluate.external) -> data/external (see cardiac_sr.external)."""
 
-from _common import run
+from _common import arguments, run
 
 from cardiac_sr.external import build_external
 from cardiac_sr.params import get
 
 
-def main(params: dict) -> None:
+def main(params: dict, args) -> None:
     info = build_external(get(params, "evaluate.external", None), get(params, "prepare"), get(params, "degrade"),
-                          "data/prepared", "data/external")
+                          args.prepared, args.external)
     if info["external"] is None:
         print("external test set: off (evaluate.external is null)")
     else:
@@ -17,4 +17,4 @@ def main(params: dict) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, args=arguments(__doc__, ("prepared", "external")))

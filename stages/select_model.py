@@ -1,13 +1,13 @@
 """DVC stage `select`: publish the model chosen by the top-level params `loss` and `upsampling`."""
 
-from _common import run
+from _common import arguments, run
 
 from cardiac_sr.report import select_model
 
 
-def main(params: dict) -> None:
-    print("selected:", select_model(params))
+def main(params: dict, args) -> None:
+    print("selected:", select_model(params, args.models, args.metrics))
 
 
 if __name__ == "__main__":
-    run(main, tensorflow=True)
+    run(main, tensorflow=True, args=arguments(__doc__, ("models", "metrics")))

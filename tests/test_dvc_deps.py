@@ -66,6 +66,21 @@ def test_every_stage_lists_the_modules_it_imports():
     assert not missing, f"dvc.yaml deps lack the modules these stages import: {missing}"
 
 
+def test_every_data_path_in_a_command_is_a_dependency_or_an_output():
+    """The data paths are passed in ``cmd``; each must be (a folder of) a dep or an out of that stage."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    unlisted = {}
+    for name, stage in stages.items():
+        declared = [next(iter(d)) if isinstance(d, dict) else d
+                    for key in ("deps", "outs", "metrics", "plots") for d in stage.get(key, [])]
+        paths = re.findall(r"--(?:prepared|degraded|external|models|metrics) (\S+)", stage["cmd"])
+        assert paths, f"{name}: no data paths in its cmd"
+        lacking = [p for p in paths if not any(d == p or d.startswith(p + "/") for d in declared)]
+        if lacking:
+            unlisted[name] = lacking
+    assert not unlisted, f"paths in cmd that are neither deps nor outs: {unlisted}"
+
+
 def test_no_stage_lists_code_it_does_not_run():
     """An extra code dependency re-runs a stage for nothing (and hides what it really uses)."""
     extra = {}
