@@ -22,7 +22,13 @@ SUNNYBROOK = _find_sunnybrook()
 
 @pytest.fixture(scope="session")
 def sunnybrook() -> Path:
-    assert SUNNYBROOK.is_dir(), f"real test data missing: {SUNNYBROOK} (the project's ../shared)"
+    """The real studies; a test that needs them skips (with the reason) where they are absent, except
+    under CI=true, where their absence is an error: CI must run every test."""
+    if not SUNNYBROOK.is_dir():
+        message = f"real test data missing: {SUNNYBROOK} (the project's ../shared, or $CARDIAC_SR_SUNNYBROOK)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     return SUNNYBROOK
 
 

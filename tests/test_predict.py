@@ -340,3 +340,49 @@ def test_a_model_without_a_card_gets_the_defaults_and_a_warning(subset, models, 
     result = assess(subset, models / "untrained.keras", progress=False)
     assert result["percentile"] == 99.5 and result["degradation"]["method"] == "blur_bicubic"
     assert any("carries no preprocessing card" in r.message for r in caplog.records)
+
+
+def test_dicom_writer_keeps_rescale_and_signed_pixels(subset, models, tmp_path):
+    """Signed stored pixels with RescaleSlope 2 / Intercept -100 come back in the same real units."""
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    for f in sorted(subset.iterdir()):
+        ds = pydicom.dcmread(f)
+        stored = ds.pixel_array.astype(np.int32) // 2 - 300  # negative values too
+        ds.set_pixel_data(stored.astype(np.int16), photometric_interpretation="MONOCHROME2", bits_stored=16)
+        ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+        ds.save_as(signed / f.name)
+    out = tmp_path / "sr"
+    predict(signed, out, models / "untrained.keras", progress=False)
+    src, res = read_dicom(signed)[0], read_dicom(out)[0]
+    b = pydicom.dcmread(res.sources[0, 0])
+    assert b.PixelRepresentation == 1 and b.pixel_array.dtype == np.int16 and b.pixel_array.min() < 0
+    assert (float(b.RescaleSlope), float(b.RescaleIntercept)) == (2.0, -100.0)
+    assert src.image.min() < 0
+    expected = upsample_bicubic(src.image[1, 2], 4)  # real units, negative ones included
+    np.testing.assert_allclose(res.image[1, 2], expected, atol=1.01)  # stored integers x slope 2: within 1
+
+
+def test_multi_study_root_writes_one_series_per_patient(sunnybrook_studies, models, tmp_path):
+    root = tmp_path / "root"
+    for pid in ("SCD0000101", "SCD0000201"):
+        (root / pid).mkdir(parents=True)
+        for t in (0, 1):
+            shutil.copy(sunnybrook_studies[pid].sources[5, t], root / pid)
+    out = tmp_path / "sr"
+    written = predict(root, out, models / "untrained.keras", progress=False)
+    assert sorted(p.name for p in written) == ["SCD0000101", "SCD0000201"]
+    for pid in ("SCD0000101", "SCD0000201"):
+        (res,) = read_dicom(out / pid)
+        assert res.patient_id == pid and res.image.shape == (1, 2, 1024, 1024)
+    with pytest.raises(CardiacSRError, match="holds 2 studies"):
+        predict(root, tmp_path / "sr.nii.gz", models / "untrained.keras", progress=False)
+
+
+def test_2d_npy_in_2d_npy_out(models, tmp_path):
+    image = (np.random.default_rng(3).random((24, 20)) * 500).astype(np.int16)
+    np.save(tmp_path / "one.npy", image)
+    predict(tmp_path / "one.npy", tmp_path / "sr.npy", models / "untrained.keras", progress=False)
+    out = np.load(tmp_path / "sr.npy")
+    assert out.shape == (96, 80) and out.dtype == np.int16
+    np.testing.assert_allclose(out, np.clip(upsample_bicubic(image.astype(np.float32), 4), 0, None), atol=1.0)
