@@ -156,12 +156,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("cardiac-sr: error:") and "missing: no such file" in err and "Traceback" not in err
 
 
-def test_cli_help_lists_subcommands(capsys):
+def test_cli_subcommands_and_the_stages_through_dvc(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("inspect", "prepare", "degrade"):
-        assert cmd in out
+    import argparse
+
+    from cardiac_sr.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"inspect", "phantom-figure", "compare", "predict", "assess", "export"}
+    assert all(f"    {name}" in out for name in sub.choices)
+    assert "dvc repro prepare" in out  # the stages run through DVC, with params.yaml
+    with pytest.raises(SystemExit) as exc:
+        main(["prepare"])
+    assert exc.value.code == 2 and "invalid choice: 'prepare'" in capsys.readouterr().err
 
 
 def test_randomised_phantom_trains_on_randomised_and_tests_on_the_realistic_phantom(prepared, tmp_path):

@@ -17,9 +17,9 @@ from .errors import CardiacSRError
 log = logging.getLogger("cardiac_sr")
 
 EPILOG = """\
-The pipeline itself runs through DVC: `dvc repro` (prepare -> degrade -> ...),
-with params in params.yaml.  The stage scripts in stages/ call the same
-library functions as the subcommands here.
+The pipeline itself runs through DVC, with params in params.yaml:
+`dvc repro` (prepare -> degrade -> train -> evaluate -> table), or one stage,
+e.g. `dvc repro prepare`.  These subcommands are for your own scans and results.
 """
 
 
@@ -59,26 +59,6 @@ def cmd_inspect(args) -> int:
         sp = "/".join(f"{v:.3f}" for v in r["spacing_mm"])
         rng = f"{r['intensity_min']:.4g}..{r['intensity_max']:.4g}"
         print(f"{r['patient']:<16} {r['slices']:>6} {r['phases']:>6} {r['rows']:>5} {r['columns']:>5} {sp:>28} {rng:>20} {r['roi_images']:>8}")
-    return 0
-
-
-def cmd_prepare(args) -> int:
-    from .params import load_params
-    from .prepare import prepare
-
-    params = load_params(args.params)
-    info = prepare(params.get("prepare") or {}, int((params.get("degrade") or {}).get("scale", 4)), args.out)
-    print(json.dumps(info["splits"]))
-    return 0
-
-
-def cmd_degrade(args) -> int:
-    from .degrade import degrade
-    from .params import get, load_params
-
-    params = load_params(args.params)
-    info = degrade(get(params, "degrade"), args.prepared, args.out)
-    print(json.dumps(info["shapes"]))
     return 0
 
 
@@ -142,21 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contours", help="Sunnybrook contour folder (default: <path>/contours if present)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_inspect)
-
-    p = sub.add_parser("prepare", help="build the normalised slice dataset (the `prepare` stage)",
-                       description="Read the studies named by params.yaml's `prepare` section (the phantom by "
-                                   "default), normalise per volume, split by patient and write float32 arrays.")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--out", default="data/prepared")
-    p.set_defaults(func=cmd_prepare)
-
-    p = sub.add_parser("degrade", help="make the low-resolution inputs (the `degrade` stage)",
-                       description="Degrade every split with params.yaml's `degrade` section and write the LR "
-                                   "arrays and the bicubic baseline.")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--prepared", default="data/prepared")
-    p.add_argument("--out", default="data/degraded")
-    p.set_defaults(func=cmd_degrade)
 
     p = sub.add_parser("phantom-figure", help="figure comparing phantom slices with real studies",
                        description="Phantom slices next to real slices at the same display window, with "
