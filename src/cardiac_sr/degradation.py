@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .errors import CardiacSRError
 from .names import DEGRADATIONS
+from .params import choice
 
 METHODS = DEGRADATIONS
 WINDOWS = ("none", "hann", "tukey")
@@ -78,7 +79,7 @@ def kspace_window(n: int, kind: str) -> np.ndarray:
         w[lo] = 0.5 * (1 - np.cos(2 * np.pi * x[lo] / alpha))
         w[hi] = 0.5 * (1 - np.cos(2 * np.pi * (1 - x[hi]) / alpha))
         return w
-    raise CardiacSRError(f"unknown value {kind!r} for 'degrade.window'; valid values: {', '.join(WINDOWS)}")
+    choice(kind, WINDOWS, "degrade.window")
 
 
 def kspace_downsample(hr: np.ndarray, scale: int, window: str = "none") -> np.ndarray:
@@ -129,7 +130,7 @@ def degrade_image(hr: np.ndarray, params: dict) -> np.ndarray:
         return blur_bicubic(hr, scale, float(params.get("blur_sigma", 1.0)))
     if method == "kspace":
         return kspace_downsample(hr, scale, str(params.get("window", "none")))
-    raise CardiacSRError(f"params.yaml: unknown value {method!r} for 'degrade.method'; valid values: {', '.join(METHODS)}")
+    choice(method, METHODS, "degrade.method")
 
 
 def validate_degrade_params(params: dict) -> None:
@@ -138,8 +139,7 @@ def validate_degrade_params(params: dict) -> None:
         if key not in params:
             raise CardiacSRError(f"params.yaml: missing param 'degrade.{key}'")
     if params["method"] not in METHODS:
-        raise CardiacSRError(f"params.yaml: unknown value {params['method']!r} for 'degrade.method'; "
-                             f"valid values: {', '.join(METHODS)}")
+        choice(params["method"], METHODS, "degrade.method")
     if params["method"] == "kspace":
         kspace_window(4, str(params.get("window", "none")))  # validate early
 

@@ -42,6 +42,7 @@ from .fileio import atomic_file, write_json
 from .inference import super_resolve
 from .metrics import centred_crop, checkerboard_score, image_scores, roi_box, temporal_psnr
 from .names import BASELINES, EXTERNAL
+from .params import choice
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def super_resolve_baseline(method: str, lr: np.ndarray, scale: int) -> np.ndarra
     """A baseline applied to every LR slice: (N, h, w) -> (N, H, W) float32."""
     fn = {"bicubic": upsample_bicubic, "nearest": upsample_nearest, "zerofill": zerofill}.get(method)
     if fn is None:
-        raise CardiacSRError(f"unknown baseline {method!r}; valid values: {', '.join(BASELINES)}")
+        choice(method, BASELINES, "baseline", source="evaluate")
     return np.stack([fn(x, scale) for x in lr]).astype(np.float32)
 
 

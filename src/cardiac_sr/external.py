@@ -26,6 +26,7 @@ from .degradation import degrade_stack, validate_degrade_params
 from .errors import CardiacSRError
 from .fileio import atomic_dir
 from .names import EXTERNAL
+from .params import choice
 from .readers import read_studies
 
 
@@ -64,8 +65,7 @@ def external_config(external) -> dict | None:
                              f"got {external!r}")
     source = external.get("source")
     if source not in ("dicom", "nifti"):
-        raise CardiacSRError(f"params.yaml: unknown value {source!r} for 'evaluate.external.source'; "
-                             f"valid values: dicom, nifti")
+        choice(source, ("dicom", "nifti"), "evaluate.external.source")
     if not external.get("path"):
         raise CardiacSRError("params.yaml: missing param 'evaluate.external.path'")
     return {"source": source, "path": external["path"], "contours": external.get("contours"),

@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import CardiacSRError
 from .names import LOSSES
+from .params import choice
 
 # VGG's ImageNet preprocessing ("caffe" mode): BGR order, mean subtracted, 0..255 scale.
 _VGG_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -161,4 +162,5 @@ def make_loss(name: str, cfg: dict | None = None) -> keras.losses.Loss:
     if name == "perceptual":
         return PerceptualLoss(layer=cfg.get("layer", "block2_conv2"), weights=cfg.get("weights", "hed"),
                               pixel_weight=cfg.get("pixel_weight", 0.0))
-    raise CardiacSRError(f"unknown loss {name!r}; valid values: {', '.join(LOSSES)}")
+    choice(name, LOSSES, "loss")
+    raise AssertionError(name)  # every valid loss is returned above

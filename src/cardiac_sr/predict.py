@@ -40,6 +40,7 @@ from .fileio import atomic_dir, atomic_file
 from .inference import (PIPELINE_SCALE, load_model, model_preprocessing, model_scale, super_resolve,
                         super_resolve_with_uncertainty)
 from .names import DEFAULT_MODEL
+from .params import choice
 from .readers import read_input
 from .study import Study
 from .writers import check_output, output_format, write_prediction
@@ -201,5 +202,5 @@ def export(model_path, output, fmt: str = "savedmodel", overwrite: bool = False)
         with atomic_file(output, suffix=".onnx") as tmp:
             tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(tmp))
     else:
-        raise CardiacSRError(f"unknown export format {fmt!r}; valid values: savedmodel, onnx")
+        choice(fmt, ("savedmodel", "onnx"), "export format", source="export")
     return output

@@ -22,6 +22,7 @@ from .dataset import collect_splits, write_splits
 from .errors import CardiacSRError
 from .fileio import atomic_dir
 from .names import SOURCES, SPLITS
+from .params import choice
 from .phantom import PhantomConfig, PhantomGenerator, phantom_id
 from .readers import read_studies
 from .study import Study
@@ -158,8 +159,7 @@ def _phantom_configs(cfg: PhantomConfig, n: int, ph: dict, prep: dict) -> list[P
 def load_studies(prep: dict) -> list[Study]:
     """The studies named by the ``prepare`` params."""
     source = prep.get("source")
-    if source not in SOURCES:
-        raise CardiacSRError(f"params.yaml: unknown value {source!r} for 'prepare.source'; valid values: {', '.join(SOURCES)}")
+    choice(source, SOURCES, "prepare.source")
     if source == "phantom":
         ph = prep.get("phantom")
         if not isinstance(ph, dict):

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CardiacSRError
+from .params import choice
 from .study import Study
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,8 @@ def read_studies(source: str, path: str | os.PathLike | None, contours=None, str
         return read_dicom(path, contours=contours, strict=strict)
     if source == "nifti":
         return read_nifti(path, strict=strict)
-    raise CardiacSRError(f"unknown source {source!r}; valid values: phantom, dicom, nifti")
+    choice(source, ("dicom", "nifti"), "source", source="readers")
+    raise AssertionError(source)  # both valid sources are read above
 
 
 def detect_format(path: str | os.PathLike) -> str:
