@@ -77,10 +77,20 @@ def load_model(path: str | os.PathLike = DEFAULT_MODEL):
     return model
 
 
-def model_scale(model) -> int:
-    """The model's up-scaling factor, measured on a small input."""
+PIPELINE_SCALE = 4  # the factor of the pipeline's default models (params.yaml degrade.scale)
+
+
+def model_scale(model, expected: int | None = None) -> int:
+    """The model's up-scaling factor, measured on a small input; said in the log, with a warning when it
+    is not ``expected`` (a model trained with another ``degrade.scale`` changes the output size)."""
     y = model.predict_on_batch(np.zeros((1, 8, 8, 1), np.float32))
-    return int(y.shape[1] // 8)
+    scale = int(y.shape[1] // 8)
+    if expected is not None and scale != expected:
+        log.warning("model %s up-scales x%d, not x%d as the pipeline's default models: the output is x%d",
+                    model.name, scale, expected, scale)
+    else:
+        log.info("model %s up-scales x%d", model.name, scale)
+    return scale
 
 
 def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -424,7 +434,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
     model = load_model(model_path)
-    scale = model_scale(model)
+    scale = model_scale(model, expected=PIPELINE_SCALE)
     multi = len(studies) > 1
     if multi and fmt != "dicom":
         raise CardiacSRError(f"{input_path}: holds {len(studies)} studies; write them as DICOM (an output folder)")
@@ -484,7 +494,7 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str = "blur_bicubic", s
     from .metrics import psnr, ssim, temporal_psnr
 
     model = load_model(model_path)
-    scale = scale or model_scale(model)
+    scale = scale or model_scale(model, expected=PIPELINE_SCALE)
     in_fmt, studies = read_input(input_path, strict=False)
     params = {"method": method, "scale": scale, "blur_sigma": blur_sigma}
     rows = []
