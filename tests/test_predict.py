@@ -399,3 +399,16 @@ def test_a_model_of_another_scale_is_said_in_the_log(tmp_path, caplog):
                  "--model", str(tmp_path / "x2.keras")]) == 0
     assert np.load(tmp_path / "o.npy").shape == (2, 32, 32)
     assert any(r.levelname == "WARNING" and "up-scales x2, not x4" in r.message for r in caplog.records)
+
+
+def test_super_resolve_keeps_one_copy_of_a_replicated_batch():
+    """Under a MirroredStrategy Keras 3's predict_on_batch returns each replica's copy of the batch; the
+    validation PSNR used to be computed on those copies (slices paired with the wrong predictions)."""
+    class Replicated:  # what a 2-replica mirrored model returns: the batch's result, twice
+        def predict_on_batch(self, x):
+            y = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+            return np.concatenate([y, y])
+
+    images = np.random.default_rng(0).random((5, 8, 6)).astype(np.float32)
+    out = super_resolve(Replicated(), images, 2, batch_size=2, progress=False)
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(images, 2, axis=1), 2, axis=2))

@@ -105,7 +105,9 @@ def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, ti
     for (r0, r1, kr0, kr1), (c0, c1, kc0, kc1) in windows:
         for i in range(0, n, batch_size):
             x = images[i:i + batch_size, r0:r1, c0:c1, None]
-            y = model.predict_on_batch(x)[..., 0]
+            # [:len(x)]: under a MirroredStrategy, Keras 3's predict_on_batch returns every replica's copy
+            # of the whole batch (n replicas x len(x) images, the first len(x) being the result)
+            y = model.predict_on_batch(x)[:len(x), ..., 0]
             out[i:i + batch_size, kr0 * scale:kr1 * scale, kc0 * scale:kc1 * scale] = \
                 y[:, (kr0 - r0) * scale:(kr1 - r0) * scale, (kc0 - c0) * scale:(kc1 - c0) * scale]
             bar.update(len(x))
