@@ -25,6 +25,12 @@ NIfTI
     ``*_sa.nii.gz``; label files ``*_gt*`` are skipped).  Image axes are kept
     as stored: ``image[s, t] = data[:, :, s, t]``, so writing back is the
     exact inverse.  Spacing comes from the header zooms.
+
+The reader keeps what a writer needs (DICOM headers without pixel data, the
+NIfTI header and affine) on the ``Study``, so :mod:`cardiac_sr.writers` never
+re-reads a file.  The module is a little over 400 lines on purpose: it is the
+one place that turns files (DICOM, Sunnybrook contours, NIfTI, ``.npy``) into
+a ``Study``.
 """
 
 from __future__ import annotations
