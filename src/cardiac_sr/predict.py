@@ -36,6 +36,7 @@ import numpy as np
 
 from .dataset import fit_normalisation
 from .errors import CardiacSRError
+from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
 from .inference import (PIPELINE_SCALE, load_model, model_preprocessing, model_scale, super_resolve,
                         super_resolve_with_uncertainty)
@@ -160,25 +161,6 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
                                  np.float32 if fmt != "dicom" else None, progress)
                 written.append(tgt)
     return written
-
-
-PREVIEW_PX = 256  # output pixels a side of the preview's centre window
-
-
-def write_preview(study: Study, sr: np.ndarray, scale: int, path: Path, percentile: float = 99.5) -> Path:
-    """Animated GIF of the middle slice over all phases: the input (pixels enlarged x``scale``) next to the
-    super-resolved image, the central ``PREVIEW_PX`` output pixels, in the study's normalised window."""
-    from .figures import write_cine_gif
-
-    s = study.image.shape[0] // 2
-    norm = fit_normalisation(study.image, percentile, name=f"patient {study.patient_id}")
-    lr = np.kron(norm.apply(study.image[s]), np.ones((1, scale, scale), np.float32))
-    out = norm.apply(sr[s])
-    h, w = out.shape[1:]
-    r0, c0 = max(0, (h - PREVIEW_PX) // 2), max(0, (w - PREVIEW_PX) // 2)
-    win = np.s_[:, r0:r0 + PREVIEW_PX, c0:c0 + PREVIEW_PX]
-    return write_cine_gif([(f"input {study.patient_id} slice {s}", lr[win]), ("super-resolved x%d" % scale, out[win])],
-                          path)
 
 
 # ----------------------------------------------------------------------------- assess
