@@ -80,9 +80,17 @@ def test_evaluate_outputs(evaluated):
     # an untrained model (zero residual) scores exactly the bicubic baseline
     assert results["mse-TS"]["psnr"]["mean"] == pytest.approx(bic["psnr"]["mean"], abs=1e-3)
     assert results["nearest"]["psnr"]["mean"] < bic["psnr"]["mean"]
+    # the summary is the per-slice CSV's: mean over slices, bootstrap interval over its patients
+    import csv
+
+    with open(root / "metrics" / "per_slice" / "bicubic.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
     for key in ("psnr", "ssim", "roi_psnr", "roi_ssim", "perceptual", "checkerboard", "tpsnr", "roi_tpsnr"):
-        lo, hi = bic[key]["ci95"]
-        assert lo <= bic[key]["mean"] <= hi
+        values = np.array([float(r[key]) for r in rows])
+        finite = np.isfinite(values)
+        assert bic[key]["mean"] == pytest.approx(values[finite].mean(), rel=1e-6)
+        groups = np.array([r["patient"] for r in rows])[finite]
+        assert bic[key]["ci95"] == pytest.approx(list(bootstrap_ci(values[finite], groups)), rel=1e-6)
     saved = json.loads((root / "metrics" / "models" / "bicubic.json").read_text())
     assert saved["slices"] == 4 and saved["roi_fallback_slices"] < 4
     lines = (root / "metrics" / "per_slice" / "mse-NN.csv").read_text().splitlines()

@@ -59,7 +59,10 @@ def test_gradients_reach_the_generator_and_never_change_vgg(images):
 
 
 def test_mse_is_a_loss_object():
-    assert isinstance(make_loss("mse"), keras.losses.Loss)
+    loss = make_loss("mse")
+    assert isinstance(loss, keras.losses.Loss)  # a loss object (serialisable), not a bare function
+    y = np.zeros((2, 8, 8, 1), np.float32)
+    assert float(loss(y, y + 0.1)) == pytest.approx(0.01, rel=1e-5)  # and it is the mean squared error
     with pytest.raises(CardiacSRError, match="valid values: perceptual, mse"):
         make_loss("l1")
 
