@@ -70,9 +70,9 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str | None = None, scal
                 per["model_tpsnr"].append(temporal_psnr(hr[i], hr[i + 1], sr[i], sr[i + 1]))
                 per["bicubic_tpsnr"].append(temporal_psnr(hr[i], hr[i + 1], bic, bics[i + 1]))
             box = roi_box(roi[i]) if has_roi[i] else None
-            for method, out in (("model", sr[i]), ("bicubic", bic)):
+            for who, out in (("model", sr[i]), ("bicubic", bic)):
                 for key, value in image_scores(hr[i], out, box).items():
-                    per[f"{method}_{key}"].append(value)
+                    per[f"{who}_{key}"].append(value)
         row = {"patient": st.patient_id, "images": len(hr), "roi_images": int(has_roi.sum())}
         row.update({k: float(np.mean(v)) if v else None for k, v in per.items()})
         row["detail_corr"], row["detail_scale"] = detail_agreement(detail)

@@ -1,4 +1,4 @@
-"""Super-resolving users' own scans: ``cardiac-sr predict``, ``assess`` and ``export``.
+"""Super-resolving users' own scans: ``cardiac-sr predict`` and ``export`` (``assess`` is in assess.py).
 
 Inputs: a DICOM series folder (or a root of studies), a 3D/4D NIfTI file, or
 a ``.npy`` stack (..., H, W).  Every slice and phase goes through the model x4
@@ -11,12 +11,8 @@ scale and dtype range.  Highlights above the percentile, which the clipped
 input cannot carry, are restored by adding the cubic-spline interpolation of
 the clipped-off part, so nothing saturates.
 
-Geometry: the field of view stays at the same physical place.  Output pixel
-centres sit at input coordinates ``(i + 0.5) / 4 - 0.5`` (the convention of
-the bicubic baseline), so in-plane spacing is divided by 4 and the first
-voxel's centre (NIfTI affine origin, DICOM ImagePositionPatient) moves by
--3/8 of an input pixel along each in-plane axis: the outer edge of the image
-is where it was.
+Geometry: the field of view stays at the same physical place (see
+:mod:`cardiac_sr.writers`).
 
 Uncertainty (``--uncertainty``): the standard deviation of the 8
 predictions for the flips/rotations of the input (in input intensity units),
@@ -98,11 +94,7 @@ def predict_study(model, study: Study, scale: int, percentile: float = 99.5, unc
     return Prediction(study, out.astype(np.float32), unc, warn, scale)
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
 # ----------------------------------------------------------------------------- outputs
-
 
 def _sibling(output: Path, tag: str) -> Path:
     name = output.name
@@ -161,9 +153,6 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
                                  np.float32 if fmt != "dicom" else None, progress)
                 written.append(tgt)
     return written
-
-
-# ----------------------------------------------------------------------------- assess
 
 
 # ----------------------------------------------------------------------------- export
