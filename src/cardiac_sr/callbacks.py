@@ -37,6 +37,7 @@ class Validation(keras.callbacks.Callback):
         logs["val_psnr"] = float(np.mean([psnr(a, b) for a, b in zip(self.hr, sr)]))
         logs["val_ssim"] = float(np.mean([ssim(a, b) for a, b in zip(self.hr, sr)]))
 
+
 class Progress(keras.callbacks.Callback):
     """One log line about every ``every`` seconds: epoch, step, loss, ETA (works in any terminal/CI)."""
 
@@ -66,6 +67,7 @@ class Progress(keras.callbacks.Callback):
         shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "loss")
         log.info("%s epoch %d/%d done in %s: loss %.5g, %s", self.name, epoch + 1, self.epochs,
                  fmt_time(logs["epoch_seconds"]), float(logs.get("loss", np.nan)), shown)
+
 
 class Checkpoint(keras.callbacks.Callback):
     """After each epoch: weights, optimiser state, dvclive logs, state.json (atomically)."""

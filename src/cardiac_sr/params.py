@@ -91,11 +91,10 @@ def number(value: Any, key: str, kind: type = float, low: float | None = None, h
 
 def check_numbers(params: dict, source: str = "params.yaml") -> None:
     """Check every numeric param that is present (type and range); missing ones are left to their users."""
+    models = params.get("models") if isinstance(params.get("models"), dict) else {}
+    sections = ["train"] + [f"models.{name}" for name, own in models.items() if isinstance(own, dict)]
     keys = dict(NUMBERS)
-    keys.update({f"train.{k}": v for k, v in TRAIN_NUMBERS.items()})
-    for name, own in (params.get("models") or {}).items() if isinstance(params.get("models"), dict) else ():
-        if isinstance(own, dict):
-            keys.update({f"models.{name}.{k}": v for k, v in TRAIN_NUMBERS.items()})
+    keys.update({f"{section}.{k}": v for section in sections for k, v in TRAIN_NUMBERS.items()})
     for key, (kind, low, high) in keys.items():
         value = get(params, key, None)
         if value is not None:

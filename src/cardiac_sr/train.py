@@ -215,9 +215,6 @@ def _mean_epoch_seconds(live_dir: Path) -> float | None:
     return round(float(values.mean()), 2)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
 # ----------------------------------------------------------------------------- the stage
 
 def model_card(name: str, params: dict, cfg: dict) -> dict:
