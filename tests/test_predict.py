@@ -11,7 +11,7 @@ from cardiac_sr.cli import main
 from cardiac_sr.degradation import upsample_bicubic
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.models import build_generator
-from cardiac_sr.inference import load_model, super_resolve
+from cardiac_sr.inference import load_model, self_ensemble, super_resolve
 from cardiac_sr.assess import assess
 from cardiac_sr.predict import export, predict
 from cardiac_sr.readers import read_dicom
@@ -126,6 +126,43 @@ def test_tiles_equal_whole_image(models):
     whole = super_resolve(model, x, 4, progress=False)
     tiled = super_resolve(model, x, 4, tile=40, overlap=16, progress=False)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_self_ensemble_is_the_mean_of_the_eight_turned_back_outputs(models):
+    model = load_model(models / "tiny.keras")
+    x = np.random.default_rng(3).random((2, 20, 12)).astype(np.float32)
+    plain, mean, std = self_ensemble(model, x, 4, progress=False)
+    outs = []
+    for k in range(4):
+        for flip in (False, True):
+            xt = np.rot90(x, k, axes=(1, 2))
+            xt = xt[..., ::-1] if flip else xt
+            y = super_resolve(model, np.ascontiguousarray(xt), 4, progress=False)
+            y = y[..., ::-1] if flip else y
+            outs.append(np.rot90(y, -k, axes=(1, 2)))
+    outs = np.stack(outs)
+    np.testing.assert_allclose(plain, outs[0], atol=1e-6)
+    np.testing.assert_allclose(mean, outs.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(std, outs.std(axis=0), atol=1e-4)
+    assert std.max() > 1e-3  # a trained model is not exactly equivariant: the ensemble differs from one pass
+
+
+def test_predict_and_assess_with_self_ensemble(subset, models, tmp_path, capsys):
+    x = np.random.default_rng(4).random((2, 24, 16)).astype(np.float32) * 50
+    np.save(tmp_path / "x.npy", x)
+    predict(tmp_path / "x.npy", tmp_path / "plain.npy", models / "tiny.keras", progress=False)
+    assert main(["predict", str(tmp_path / "x.npy"), "-o", str(tmp_path / "ens.npy"), "--model",
+                 str(models / "tiny.keras"), "--self-ensemble"]) == 0
+    plain, ens = np.load(tmp_path / "plain.npy"), np.load(tmp_path / "ens.npy")
+    assert ens.shape == plain.shape and 0 < np.abs(ens - plain).max() < 0.2 * np.abs(plain).max()
+    one = assess(subset, models / "tiny.keras", progress=False)
+    eight = assess(subset, models / "tiny.keras", progress=False, ensemble=True)
+    assert eight["self_ensemble"] and not one["self_ensemble"]
+    assert eight["overall"]["bicubic_psnr"] == one["overall"]["bicubic_psnr"]
+    assert eight["overall"]["model_psnr"] != pytest.approx(one["overall"]["model_psnr"], abs=1e-4)
+    capsys.readouterr()
+    assert main(["assess", str(subset), "--model", str(models / "tiny.keras"), "--self-ensemble"]) == 0
+    assert "8-fold self-ensemble" in capsys.readouterr().out
 
 
 def test_assess_on_real_data(subset, models, capsys):

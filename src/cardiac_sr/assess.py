@@ -15,7 +15,7 @@ import numpy as np
 
 from .dataset import fit_normalisation
 from .degradation import degrade_image, upsample_bicubic
-from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, super_resolve
+from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
 from .metrics import detail_agreement, detail_sums, image_scores, roi_box, temporal_psnr
 from .names import DEFAULT_MODEL
 from .readers import read_input
@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 
 def assess(input_path, model_path=DEFAULT_MODEL, method: str | None = None, scale: int | None = None,
            blur_sigma: float | None = None, percentile: float | None = None, batch_size: int = 8,
-           progress: bool = True) -> dict:
+           progress: bool = True, ensemble: bool = False) -> dict:
     """Degrade a user's HR studies, super-resolve, and score model vs bicubic per patient and overall
     (ROI scores only on images with contours).
 
     The degradation and normalisation are the model's own (its card, see
     :func:`cardiac_sr.inference.model_preprocessing`); ``method``, ``blur_sigma`` and ``percentile``
-    override them, with a warning when they differ.
+    override them, with a warning when they differ.  ``ensemble``: score the mean of the 8-fold
+    self-ensemble (:func:`cardiac_sr.inference.self_ensemble`) instead of the plain prediction.
     """
     model = load_model(model_path)
     scale = scale or model_scale(model, expected=PIPELINE_SCALE)
@@ -55,7 +56,10 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str | None = None, scal
         norm = fit_normalisation(st.image, percentile, name=f"patient {st.patient_id}")
         hr = norm.apply(st.image[..., r0:r0 + hc, c0:c0 + wc]).reshape(s * t, hc, wc)
         lr = np.stack([np.clip(degrade_image(x, params), 0, 1) for x in hr]).astype(np.float32)
-        sr = super_resolve(model, lr, scale, batch_size=batch_size, progress=progress, desc=f"assess {st.patient_id}")
+        if ensemble:
+            sr = self_ensemble(model, lr, scale, batch_size=batch_size, progress=progress)[1]
+        else:
+            sr = super_resolve(model, lr, scale, batch_size=batch_size, progress=progress, desc=f"assess {st.patient_id}")
         has_roi = st.has_roi.reshape(-1) if st.has_roi is not None else np.zeros(s * t, bool)
         roi = st.roi[..., r0:r0 + hc, c0:c0 + wc].reshape(s * t, hc, wc) if st.roi is not None else None
         per = {k: [] for k in ("model_psnr", "bicubic_psnr", "model_ssim", "bicubic_ssim",
@@ -86,7 +90,7 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str | None = None, scal
     overall["detail_corr"], overall["detail_scale"] = detail_agreement(sum(r["_detail"] for r in rows))
     for r in rows:
         del r["_per_image"], r["_detail"]
-    return {"model": str(model_path), "degradation": params, "percentile": percentile, "input_format": in_fmt,
+    return {"model": str(model_path), "self_ensemble": ensemble, "degradation": params, "percentile": percentile, "input_format": in_fmt,
             "patients": rows, "overall": overall}
 
 
@@ -95,7 +99,8 @@ def format_assessment(result: dict) -> str:
     head = (f"{'patient':<14} {'images':>6} {'PSNR model':>10} {'bicubic':>8} {'gain':>6} "
             f"{'SSIM model':>10} {'bicubic':>8} {'ROI PSNR model':>14} {'bicubic':>8} {'ROI SSIM model':>14} {'bicubic':>8} "
             f"{'detail r':>8} {'scale*':>6} {'tPSNR model':>11} {'bicubic':>8}")
-    lines = [f"model {result['model']}, degradation {result['degradation']}, normalisation: "
+    how = ", 8-fold self-ensemble" if result.get("self_ensemble") else ""
+    lines = [f"model {result['model']}{how}, degradation {result['degradation']}, normalisation: "
              f"{result['percentile']}th percentile -> 1", head, "-" * len(head)]
 
     def f(v, fmt):

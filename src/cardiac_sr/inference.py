@@ -6,8 +6,8 @@ validation and test alike): normalised LR images (N, h, w) in, the model's
 unclipped output (N, h*scale, w*scale) out, in batches whose output size is
 bounded (``MAX_OUTPUT_PIXELS``), with slices larger than ``tile`` LR pixels
 split into tiles that read ``overlap`` pixels of context on each side, so the
-result equals the whole-image prediction.  :func:`super_resolve_with_uncertainty`
-adds the 8-fold self-ensemble (flips and rotations) and its spread.
+result equals the whole-image prediction.  :func:`self_ensemble`
+adds the 8-fold self-ensemble (flips and rotations): their mean and their spread.
 """
 
 from __future__ import annotations
@@ -125,15 +125,23 @@ def _undo_dihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.rot90(x, -k, axes=(-2, -1))
 
 
-def super_resolve_with_uncertainty(model, images, scale, **kw) -> tuple[np.ndarray, np.ndarray]:
-    """Plain prediction, and the std over the 8 flips/rotations of the input."""
-    preds = []
-    for k in range(4):
-        for flip in (False, True):
-            y = super_resolve(model, np.ascontiguousarray(_dihedral(images, k, flip)), scale,
-                              desc=f"uncertainty {len(preds) + 1}/8", **kw)
-            preds.append(np.ascontiguousarray(_undo_dihedral(y, k, flip)))
-    return preds[0], np.std(np.stack(preds), axis=0).astype(np.float32)
+def self_ensemble(model, images, scale, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 8-fold self-ensemble (Lim et al., EDSR+, 2017; BasicSR's ``test_selfensemble``): the model run on
+    the 8 flips/rotations of the input, each output turned back.  Returns the plain prediction, the mean
+    of the 8 and their std (float32), with two running sums instead of eight stacked outputs."""
+    plain = total = squares = None
+    for n, (k, flip) in enumerate((k, flip) for k in range(4) for flip in (False, True)):
+        y = super_resolve(model, np.ascontiguousarray(_dihedral(images, k, flip)), scale,
+                          desc=f"self-ensemble {n + 1}/8", **kw)
+        y = np.ascontiguousarray(_undo_dihedral(y, k, flip)).astype(np.float64)
+        if plain is None:
+            plain, total, squares = y.astype(np.float32), y.copy(), y * y
+        else:
+            total += y
+            squares += y * y
+    mean = total / 8
+    std = np.sqrt(np.maximum(squares / 8 - mean * mean, 0.0))
+    return plain, mean.astype(np.float32), std.astype(np.float32)
 
 
 def model_preprocessing(path, scale: int) -> dict:
