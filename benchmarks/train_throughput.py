@@ -70,23 +70,23 @@ def main() -> int:
     print(f"dense float32 matmul: {peak:.0f} GFLOP/s on {len(os.sched_getaffinity(0))} cores")
     rng = np.random.default_rng(0)
     for name in MODEL_NAMES:
-        cfg = model_config(params, name)
+        cfg, scale = model_config(params, name)
         configure_runtime(cfg)
         loss_name, up = name.split("-")
-        bs, patch, scale = int(cfg["batch_size"]), int(cfg["patch_size"]), int(cfg["scale"])
+        bs, patch = cfg.batch_size, cfg.patch_size
         hr = rng.random((32, 128, 128)).astype(np.float32)
         lr = hr[:, ::scale, ::scale].copy()
         ds = patch_dataset(hr, lr, scale, patch, bs, seed=0)
         model = build_generator(**generator_kwargs(cfg, up, scale))
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss(loss_name, cfg.get("perceptual")),
-                      jit_compile=bool(cfg.get("jit_compile", False)))
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss(loss_name, cfg.perceptual),
+                      jit_compile=cfg.jit_compile)
         model.fit(ds, steps_per_epoch=5, epochs=1, verbose=0)
         t0 = time.perf_counter()
         model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
         rate = args.steps * bs / (time.perf_counter() - t0)
         flops = 3 * conv_flops(model, patch // scale)
         if loss_name == "perceptual":
-            vgg = feature_extractor(cfg["perceptual"]["layer"], cfg["perceptual"]["weights"])
+            vgg = feature_extractor(cfg.perceptual.layer, cfg.perceptual.weights)
             vgg_fwd = _vgg_flops(vgg, patch)
             flops += 3 * vgg_fwd  # forward on HR and SR, backward through SR to its input only (VGG frozen)
         achieved = rate * flops / 1e9

@@ -31,7 +31,7 @@ from pathlib import Path
 from cardiac_sr.degrade import degrade
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import evaluate_method
-from cardiac_sr.params import get, load_params
+from cardiac_sr.params import Prepare, load_params, section
 from cardiac_sr.prepare import load_studies, prepare
 from cardiac_sr.train import train_model
 
@@ -42,7 +42,7 @@ def run_pair(params: dict, source: str, root: str, train_id: str, test_id: str, 
     prep = {**params["prepare"], "source": source, "path": root,
             "split": {"train": [train_id], "val": [], "test": [test_id]}}
     data = work / f"{train_id}-to-{test_id}"
-    scale = int(get(params, "degrade.scale"))
+    scale = section(params, "degrade").scale
     prepare(prep, scale, data / "prepared")
     degrade(params["degrade"], data / "prepared", data / "degraded")
     scores = {"bicubic": evaluate_method("bicubic", data / "prepared", data / "degraded", out_dir=data / "metrics",
@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     try:
         params = load_params(args.params)
         root = str(Path(args.root).resolve())
-        ids = sorted(s.patient_id for s in load_studies({"source": args.source, "path": root}))
+        studies = load_studies(Prepare.of({**params["prepare"], "source": args.source, "path": root}, "prepare"))
+        ids = sorted(s.patient_id for s in studies)
         if len(ids) < 2:
             raise CardiacSRError(f"{args.root}: found {len(ids)} patient(s); need at least 2")
         work = args.work or Path(tempfile.mkdtemp(prefix="cardiac-sr-crossval-"))

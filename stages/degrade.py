@@ -3,11 +3,11 @@
 from _common import arguments, run
 
 from cardiac_sr.degrade import degrade
-from cardiac_sr.params import get
+from cardiac_sr.params import section
 
 
 def main(params: dict, args) -> None:
-    info = degrade(get(params, "degrade"), args.prepared, args.degraded)
+    info = degrade(section(params, "degrade"), args.prepared, args.degraded)
     print("shapes:", info["shapes"])
 
 

@@ -6,14 +6,14 @@ Usage: python stages/evaluate.py METHOD [METHOD ...] [--prepared DIR ...]   (mse
 from _common import arguments, run
 
 from cardiac_sr.evaluate import evaluate_method
-from cardiac_sr.params import get
+from cardiac_sr.params import section
 
 
 def main(params: dict, args) -> None:
     for method in args.method:
         evaluate_method(method, args.prepared, args.degraded, args.models, args.metrics,
-                        scale=int(get(params, "degrade.scale")),
-                        perceptual_weights=str(get(params, "train.perceptual.weights")), external_dir=args.external)
+                        scale=section(params, "degrade").scale,
+                        perceptual_weights=section(params, "train").perceptual.weights, external_dir=args.external)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,12 @@ def test_roi_boxes():
 
 def test_bootstrap_over_patients():
     v = np.array([1.0, 1.0, 3.0, 3.0])
-    lo, hi = bootstrap_ci(v, np.array(["a", "a", "b", "b"]))
-    assert 1.0 <= lo <= 2.0 <= hi <= 3.0
+    # two patients with means 1 and 3: a resample of patients averages 1, 2 or 3 (1/4, 1/2, 1/4), so the
+    # 2.5th and 97.5th percentiles are the extremes; resampling slices instead would give about 1.3 and 2.7
+    assert bootstrap_ci(v, np.array(["a", "a", "b", "b"])) == (1.0, 3.0)
+    # four patients 0, 1, 2, 3: the interval is the percentiles of means of 4 draws with replacement
+    lo, hi = bootstrap_ci(np.arange(4.0), np.array(list("abcd")))
+    assert lo == pytest.approx(0.5, abs=0.26) and hi == pytest.approx(2.5, abs=0.26)
     assert bootstrap_ci(v, np.array(["a"] * 4)) == (2.0, 2.0)
 
 
@@ -101,7 +105,9 @@ def test_evaluate_outputs(evaluated):
 def test_table_select_compare(evaluated, capsys):
     root, _ = evaluated
     metrics, models = root / "metrics", root / "models"
-    params = {"degrade": {"method": "blur_bicubic", "scale": 4}, "train": {}, "prepare": {"source": "phantom"}}
+    from conftest import TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
+
+    params = {"degrade": dict(TINY_DEGRADE), "train": dict(TINY_TRAIN), "prepare": dict(TINY_PREPARE)}
     rows = write_table(params, metrics)
     assert [r["method"] for r in rows] == ["bicubic", "nearest", "perceptual-TS", "perceptual-NN", "mse-TS", "mse-NN"]
     md = (metrics / "table.md").read_text()

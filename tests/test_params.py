@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cardiac_sr.errors import CardiacSRError
-from cardiac_sr.params import load_params, number
+from cardiac_sr.params import Degrade, Train, load_params, number, section, train_section
 
 from conftest import ROOT
 
@@ -54,3 +54,59 @@ def test_bad_numbers_are_one_line_errors_naming_the_key(tmp_path, key, value, me
 def test_number_accepts_integral_floats_and_returns_the_type():
     assert number(4.0, "degrade.scale", int, 2) == 4 and isinstance(number(4.0, "k", int), int)
     assert number(1, "train.learning_rate", float) == 1.0
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("degrade.methd", "kspace", "unknown param 'degrade.methd'; valid params of 'degrade': method, scale, seed"),
+    ("degrade.method", "sinc", "unknown value 'sinc' for 'degrade.method'; valid values: blur_bicubic, kspace"),
+    ("degrade.window", "hamming", "unknown value 'hamming' for 'degrade.window'; valid values: none, hann, tukey"),
+    ("prepare.source", "png", "unknown value 'png' for 'prepare.source'; valid values: phantom, dicom, nifti"),
+    ("prepare.strict", "yes", "'prepare.strict' must be true or false, got 'yes'"),
+    ("prepare.phantom.randomise_splits", ["train", "tset"],
+     "unknown value 'tset' for 'prepare.phantom.randomise_splits'; valid values: train, val, test"),
+    ("train.strategy", "tpu", "unknown value 'tpu' for 'train.strategy'; valid values: auto, default, mirrored"),
+    ("train.batch_norm", 1, "'train.batch_norm' must be true or false, got 1"),
+    ("train.perceptual.pixel_weigth", 0.1, "unknown param 'train.perceptual.pixel_weigth'"),
+    ("train.perceptual.pixel_weight", -1, "'train.perceptual.pixel_weight' must be >= 0, got -1.0"),
+    ("models.mse-NN.learning_rte", 0.1, "unknown param 'models.mse-NN.learning_rte'"),
+    ("evaluate.external", {"source": "dicom"}, "missing param 'evaluate.external.path'"),
+    ("evaluate.external", "../data", "'evaluate.external' must be a mapping of params, got '../data'"),
+])
+def test_every_section_is_checked_when_the_file_is_loaded(tmp_path, key, value, message):
+    def edit(params):
+        node = params
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    path = _write(tmp_path, edit)
+    with pytest.raises(CardiacSRError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_sections_are_typed_with_defaults_and_model_overrides(tmp_path):
+    def edit(params):
+        del params["train"]["val_slices"]            # a default fills it
+        params["train"]["batch_size"] = 16.0          # an integral float becomes an int
+        params["models"]["mse-NN"] = {"epochs": 3, "perceptual": {"pixel_weight": 0.5}}
+        params["evaluate"]["external"] = {"source": "dicom", "path": "../data"}
+
+    params = load_params(_write(tmp_path, edit))
+    train = section(params, "train")
+    assert isinstance(train, Train) and train.val_slices == 32 and train.batch_size == 16
+    assert type(train.batch_size) is int and type(train.learning_rate) is float
+    own = train_section(params, "mse-NN")
+    assert own.epochs == 3 and train.epochs == 10
+    # a partial perceptual entry overrides only its own key
+    assert own.perceptual.pixel_weight == 0.5 and own.perceptual.layer == train.perceptual.layer == "block2_conv2"
+    assert train_section(params, "mse-TS") == train
+    deg = section(params, "degrade")
+    assert (deg.method, deg.scale, deg.blur_sigma, deg.window) == ("blur_bicubic", 4, 1.0, "none")
+    assert Degrade.of(deg, "degrade") is deg  # a section passes through unchanged
+    ext = section(params, "evaluate").external
+    assert (ext.source, ext.path, ext.contours, ext.strict) == ("dicom", "../data", None, False)
+    assert section({"evaluate": None}, "evaluate").external is None  # an absent section is its defaults
+    with pytest.raises(CardiacSRError, match="missing param 'degrade.method'"):
+        section({}, "degrade")

@@ -355,11 +355,11 @@ def test_preview_gif_shows_the_middle_slice_over_all_phases(subset, models, tmp_
 
 def test_assess_uses_the_preprocessing_the_model_was_trained_with(subset, tiny_data, tmp_path, caplog):
     """A model trained with prepare.percentile 99 and degrade.method kspace is assessed that way, no flags."""
-    from conftest import TINY_DEGRADE, TINY_TRAIN
+    from conftest import TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
     from cardiac_sr.models import read_model_card
     from cardiac_sr.train import train_model
 
-    params = {"prepare": {"source": "phantom", "percentile": 99.0},
+    params = {"prepare": dict(TINY_PREPARE, percentile=99.0),
               "degrade": dict(TINY_DEGRADE, method="kspace", window="hann"), "train": dict(TINY_TRAIN, epochs=1)}
     model = tmp_path / "k.keras"
     train_model("mse-NN", params, *tiny_data, model_path=model, live_dir=tmp_path / "live",

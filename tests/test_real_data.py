@@ -12,6 +12,7 @@ from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.external import build_external
 from cardiac_sr.models import build_generator, generator_kwargs, load_generator
+from cardiac_sr.params import Train
 from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
 from cardiac_sr.dataset import read_manifest
 from cardiac_sr.prepare import prepare, split_patients
@@ -177,7 +178,7 @@ def test_train_init_starts_from_the_given_model(tmp_path, tiny_data, monkeypatch
     (tmp_path / "init").mkdir()
     # an init model with non-trivial weights (the output conv is zero-initialised in a fresh model)
     cfg = dict(TINY_TRAIN)
-    src = build_generator(**generator_kwargs(cfg, "NN", 4), name="mse-NN")
+    src = build_generator(**generator_kwargs(Train.of(cfg, "train"), "NN", 4), name="mse-NN")
     rng = np.random.default_rng(0)
     src.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in src.get_weights()])
     src.save(tmp_path / "init" / "mse-NN.keras")
@@ -198,16 +199,16 @@ def test_train_init_is_part_of_the_resume_fingerprint(tmp_path, tiny_data, monke
     (tmp_path / "init").mkdir()
     f = tmp_path / "init" / "m.keras"
     f.write_bytes(b"one")
-    cfg = {"init": "init/m.keras"}
-    a = fingerprint(cfg, [init_path(cfg, "mse-NN")])
+    cfg = Train.of({**TINY_TRAIN, "init": "init/m.keras"}, "train")
+    a = fingerprint(cfg.as_dict(), [init_path(cfg, "mse-NN")])
     f.write_bytes(b"two")
-    assert fingerprint(cfg, [init_path(cfg, "mse-NN")]) != a
+    assert fingerprint(cfg.as_dict(), [init_path(cfg, "mse-NN")]) != a
 
 
 def test_train_init_errors(tmp_path, tiny_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "init").mkdir()
-    build_generator(**generator_kwargs(dict(TINY_TRAIN), "TS", 4), name="mse-TS").save(tmp_path / "init" / "ts.keras")
+    build_generator(**generator_kwargs(Train.of(TINY_TRAIN, "train"), "TS", 4), name="mse-TS").save(tmp_path / "init" / "ts.keras")
     with pytest.raises(CardiacSRError, match="architecture does not match mse-NN"):
         _train(tmp_path, tiny_data, _params(init="init/ts.keras"))
     with pytest.raises(CardiacSRError, match="must be a file in init/"):
@@ -246,7 +247,7 @@ def test_crossval_trains_on_each_study_and_tests_on_the_other(tmp_path, external
     params = {"prepare": dict(TINY_PREPARE), "degrade": dict(TINY_DEGRADE), "models": {},
               "train": {**TINY_TRAIN, "epochs": 1, "steps_per_epoch": 2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    init = build_generator(**generator_kwargs(TINY_TRAIN, "NN", 4), name="mse-NN")
+    init = build_generator(**generator_kwargs(Train.of(TINY_TRAIN, "train"), "NN", 4), name="mse-NN")
     rng = np.random.default_rng(1)
     init.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in init.get_weights()])
     init.save(tmp_path / "start.keras")

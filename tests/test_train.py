@@ -120,7 +120,7 @@ def test_config_errors(tiny_params):
         model_config(tiny_params, "mse-TS")
     tiny_params["train"]["patch_size"] = 32
     tiny_params["models"] = {"mse-TS": {"epochs": 7}}
-    assert model_config(tiny_params, "mse-TS")["epochs"] == 7
+    assert model_config(tiny_params, "mse-TS")[0].epochs == 7
 
 
 def test_gpu_profile_code_path_runs_on_cpu(tmp_path, tiny_data, tiny_params):
@@ -180,7 +180,7 @@ def test_ctrl_c_in_a_stage_prints_one_line_and_exits_130(tmp_path):
             raise Interrupted("mse-NN: training interrupted; the checkpoint after epoch 3 of 10 is kept")
         run(stage)
     """)
-    (tmp_path / "params.yaml").write_text("train: {epochs: 1}\n")
+    (tmp_path / "params.yaml").write_text("degrade: {method: blur_bicubic, scale: 4}\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 130
     assert proc.stderr.strip() == "mse-NN: training interrupted; the checkpoint after epoch 3 of 10 is kept"

@@ -31,11 +31,8 @@ from skimage.transform import resize
 from tqdm import tqdm
 
 from .errors import CardiacSRError
-from .names import DEGRADATIONS
-from .params import choice
-
-METHODS = DEGRADATIONS
-WINDOWS = ("none", "hann", "tukey")
+from .names import WINDOWS
+from .params import Degrade, choice
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -122,32 +119,20 @@ def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) 
     return np.sqrt((image + n[0]) ** 2 + n[1] ** 2)
 
 
-def degrade_image(hr: np.ndarray, params: dict) -> np.ndarray:
-    """One HR image -> LR with the ``degrade`` params (noise excluded)."""
-    method = params.get("method")
-    scale = int(params["scale"])
-    if method == "blur_bicubic":
-        return blur_bicubic(hr, scale, float(params.get("blur_sigma", 1.0)))
-    if method == "kspace":
-        return kspace_downsample(hr, scale, str(params.get("window", "none")))
-    choice(method, METHODS, "degrade.method")
+def degrade_image(hr: np.ndarray, params: Degrade | dict) -> np.ndarray:
+    """One HR image -> LR with the ``degrade`` params (a :class:`~cardiac_sr.params.Degrade` or its
+    mapping; noise excluded)."""
+    deg = Degrade.of(params, "degrade")
+    if deg.method == "kspace":
+        return kspace_downsample(hr, deg.scale, deg.window)
+    return blur_bicubic(hr, deg.scale, deg.blur_sigma)
 
 
-def validate_degrade_params(params: dict) -> None:
-    """Clear errors for missing or unknown ``degrade`` params, before any work."""
-    for key in ("method", "scale", "seed"):
-        if key not in params:
-            raise CardiacSRError(f"params.yaml: missing param 'degrade.{key}'")
-    if params["method"] not in METHODS:
-        choice(params["method"], METHODS, "degrade.method")
-    if params["method"] == "kspace":
-        kspace_window(4, str(params.get("window", "none")))  # validate early
-
-
-def degrade_stack(hr: np.ndarray, params: dict, rng: np.random.Generator, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+def degrade_stack(hr: np.ndarray, params: Degrade | dict, rng: np.random.Generator,
+                  name: str = "") -> tuple[np.ndarray, np.ndarray]:
     """HR slices (N, H, W) -> LR (N, H/s, W/s) in [0, 1] and their bicubic baseline (N, H, W), float32."""
-    scale = int(params["scale"])
-    sigma_noise = float(params.get("noise_sigma", 0.0) or 0.0)
+    params = Degrade.of(params, "degrade")
+    scale, sigma_noise = params.scale, params.noise_sigma
     n, h, w = hr.shape
     _check_scale(hr.shape, scale)
     lr = np.zeros((n, h // scale, w // scale), np.float32)

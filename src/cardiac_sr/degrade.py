@@ -16,17 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import load_split, prepared_splits
-from .degradation import degrade_stack, validate_degrade_params
+from .degradation import degrade_stack
 from .fileio import atomic_dir
+from .params import Degrade
 
 
-def degrade(params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict:
+def degrade(params: Degrade | dict, prepared_dir: str | Path, out_dir: str | Path) -> dict:
     """Run the degrade stage on every split of a prepared dataset."""
-    validate_degrade_params(params)
-    scale = int(params["scale"])
-    sigma_noise = float(params.get("noise_sigma", 0.0) or 0.0)
-    rng = np.random.default_rng(int(params["seed"]))
-    info = {"method": params["method"], "scale": scale, "noise_sigma": sigma_noise, "shapes": {}}
+    params = Degrade.of(params, "degrade")
+    rng = np.random.default_rng(params.seed)
+    info = {"method": params.method, "scale": params.scale, "noise_sigma": params.noise_sigma, "shapes": {}}
     with atomic_dir(out_dir) as tmp:
         for split in prepared_splits(prepared_dir):
             hr = load_split(prepared_dir, split, "hr")

@@ -22,51 +22,35 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import collect_splits, prepared_patients, write_splits
-from .degradation import degrade_stack, validate_degrade_params
+from .degradation import degrade_stack
 from .errors import CardiacSRError
 from .fileio import atomic_dir
 from .names import EXTERNAL
-from .params import choice
+from .params import Degrade, External, Prepare
 from .readers import read_studies
 
 
-def build_external(external, prep: dict, degrade_params: dict, prepared_dir: str | Path, out_dir: str | Path) -> dict:
+def build_external(external: External | dict | None, prep: Prepare | dict, degrade: Degrade | dict,
+                   prepared_dir: str | Path, out_dir: str | Path) -> dict:
     """Write the external test set (or an empty one when ``external`` is off); returns its info."""
-    cfg = external_config(external)
-    validate_degrade_params(degrade_params)
-    size, percentile = int(prep["hr_size"]), float(prep["percentile"])
+    cfg = None if external is None else External.of(external, "evaluate.external")
+    prep, degrade = Prepare.of(prep, "prepare"), Degrade.of(degrade, "degrade")
     studies = []
     if cfg is not None:
-        studies = read_studies(cfg["source"], cfg["path"], contours=cfg["contours"], strict=cfg["strict"])
+        studies = read_studies(cfg.source, cfg.path, contours=cfg.contours, strict=cfg.strict)
         clash = sorted({s.patient_id for s in studies} & prepared_patients(prepared_dir))
         if clash:
             raise CardiacSRError(f"evaluate.external: patient {clash[0]!r} is also in the prepared data "
                                  f"(prepare.path); an external test set must be other patients")
-    per_split = collect_splits(studies, {s.patient_id: EXTERNAL for s in studies}, [EXTERNAL], size, percentile)
-    info = {"external": None if cfg is None else {"source": cfg["source"], "path": str(cfg["path"])},
-            "hr_size": size, "percentile": percentile, "splits": {}, "patients": {}}
+    per_split = collect_splits(studies, {s.patient_id: EXTERNAL for s in studies}, [EXTERNAL], prep.hr_size,
+                               prep.percentile)
+    info = {"external": None if cfg is None else {"source": cfg.source, "path": cfg.path},
+            "hr_size": prep.hr_size, "percentile": prep.percentile, "splits": {}, "patients": {}}
     with atomic_dir(out_dir) as tmp:
-        hr = write_splits(tmp, per_split, [EXTERNAL], size, info)[EXTERNAL]
-        lr, up = degrade_stack(hr, degrade_params, np.random.default_rng(int(degrade_params["seed"])), EXTERNAL)
+        hr = write_splits(tmp, per_split, [EXTERNAL], prep.hr_size, info)[EXTERNAL]
+        lr, up = degrade_stack(hr, degrade, np.random.default_rng(degrade.seed), EXTERNAL)
         np.save(tmp / f"{EXTERNAL}_lr.npy", lr)
         np.save(tmp / f"{EXTERNAL}_bicubic.npy", up)
-        info["degradation"] = {k: degrade_params[k] for k in ("method", "scale", "blur_sigma", "noise_sigma")
-                               if k in degrade_params}
+        info["degradation"] = {k: getattr(degrade, k) for k in ("method", "scale", "blur_sigma", "noise_sigma")}
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
-
-
-def external_config(external) -> dict | None:
-    """The ``evaluate.external`` params (``{source, path, contours}``), or None when it is off."""
-    if external in (None, False, "", "none"):
-        return None
-    if not isinstance(external, dict):
-        raise CardiacSRError(f"params.yaml: 'evaluate.external' must be null or a mapping with source and path, "
-                             f"got {external!r}")
-    source = external.get("source")
-    if source not in ("dicom", "nifti"):
-        choice(source, ("dicom", "nifti"), "evaluate.external.source")
-    if not external.get("path"):
-        raise CardiacSRError("params.yaml: missing param 'evaluate.external.path'")
-    return {"source": source, "path": external["path"], "contours": external.get("contours"),
-            "strict": bool(external.get("strict", False))}

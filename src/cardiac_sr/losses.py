@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import CardiacSRError
 from .names import LOSSES
-from .params import choice
+from .params import Perceptual, choice
 
 # VGG's ImageNet preprocessing ("caffe" mode): BGR order, mean subtracted, 0..255 scale.
 _VGG_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -154,13 +154,12 @@ class PerceptualLoss(keras.losses.Loss):
                 "pixel_weight": self.pixel_weight}
 
 
-def make_loss(name: str, cfg: dict | None = None) -> keras.losses.Loss:
+def make_loss(name: str, cfg: Perceptual | dict | None = None) -> keras.losses.Loss:
     """A loss *object* (never a string) from ``loss`` and the ``train.perceptual`` params."""
-    cfg = cfg or {}
     if name == "mse":
         return keras.losses.MeanSquaredError(name="mse")
     if name == "perceptual":
-        return PerceptualLoss(layer=cfg.get("layer", "block2_conv2"), weights=cfg.get("weights", "hed"),
-                              pixel_weight=cfg.get("pixel_weight", 0.0))
+        cfg = Perceptual.of(cfg or {}, "train.perceptual")
+        return PerceptualLoss(layer=cfg.layer, weights=cfg.weights, pixel_weight=cfg.pixel_weight)
     choice(name, LOSSES, "loss")
     raise AssertionError(name)  # every valid loss is returned above

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .names import UPSAMPLINGS
+from .names import UP_INITS, UPSAMPLINGS
 
 
 # How many LR pixels either side the cubic-spline kernel reaches: the spline's
@@ -117,9 +117,6 @@ class CubicUpsample(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
-
-
-UP_INITS = ("bilinear", "glorot_uniform")
 
 
 @keras.saving.register_keras_serializable(package="cardiac_sr")
@@ -224,11 +221,11 @@ def build_generator(upsampling: str = "NN", scale: int = 4, filters: int = 64, r
     return keras.Model(lr, x, name=name or f"generator-{upsampling}")
 
 
-def generator_kwargs(cfg: dict, upsampling: str, scale: int) -> dict:
-    """The :func:`build_generator` arguments from a ``train``/``models.*`` params mapping."""
+def generator_kwargs(cfg, upsampling: str, scale: int) -> dict:
+    """The :func:`build_generator` arguments from a model's train params (:class:`cardiac_sr.params.Train`)."""
     keys = ("filters", "res_blocks", "head_kernel", "kernel", "up_kernel", "output_kernel",
             "batch_norm", "global_skip", "up_init")
-    return {"upsampling": upsampling, "scale": scale, **{k: cfg[k] for k in keys if k in cfg}}
+    return {"upsampling": upsampling, "scale": scale, **{k: getattr(cfg, k) for k in keys}}
 
 
 def load_generator(path) -> keras.Model:

@@ -7,7 +7,7 @@ module imports a stage module (``prepare``, ``degrade``, ``train``,
 
 from __future__ import annotations
 
-from .params import choice
+from .errors import CardiacSRError
 
 LOSSES = ("perceptual", "mse")
 UPSAMPLINGS = ("TS", "NN")  # transposed convolution | nearest neighbour + convolution
@@ -19,6 +19,10 @@ SPLITS = ("train", "val", "test")
 EXTERNAL = "external"  # the optional external test set (evaluate.external, data/external)
 SOURCES = ("phantom", "dicom", "nifti")
 DEGRADATIONS = ("blur_bicubic", "kspace")
+WINDOWS = ("none", "hann", "tukey")  # k-space apodisation (degrade.window)
+OPTIMIZERS = ("adam",)
+STRATEGIES = ("auto", "default", "mirrored")  # train.strategy (auto: MirroredStrategy when > 1 GPU)
+UP_INITS = ("bilinear", "glorot_uniform")  # train.up_init: the TS kernels' start
 
 # default paths of the pipeline's outputs (dvc.yaml passes them on the command line)
 PREPARED_DIR = "data/prepared"
@@ -31,6 +35,7 @@ DEFAULT_MODEL = "models/selected.keras"
 
 def split_model_name(name: str) -> tuple[str, str]:
     """``'mse-TS'`` -> ``('mse', 'TS')``, with a clear error for anything else."""
-    choice(name, MODEL_NAMES, "model name", source="train")
+    if name not in MODEL_NAMES:
+        raise CardiacSRError(f"train: unknown value {name!r} for 'model name'; valid values: {', '.join(MODEL_NAMES)}")
     loss, upsampling = name.split("-")
     return loss, upsampling

@@ -1,72 +1,35 @@
-"""Reading ``params.yaml`` with errors that name the missing or bad key."""
+"""Reading ``params.yaml``: one small typed section per stage, checked when the file is loaded.
+
+Each section of ``params.yaml`` has a frozen dataclass below (:class:`Prepare`
+with its :class:`Phantom`, :class:`Degrade`, :class:`Train` with its
+:class:`Perceptual`, :class:`Evaluate` with its :class:`External`).  A field's
+metadata says what it accepts (an integer or a number within bounds, one of a
+few names, a string, a flag, a list of names, a nested section) and its default
+(none: the key is required).  :func:`load_params` checks the whole file against
+them, so a typo (``learning_rate: abc``, ``batch_size: 0``, ``methd: kspace``)
+is one line naming the key before any work; the stages and the library then
+read their section with :func:`section` (or ``Degrade.of(...)``) and use typed
+attributes, never ``.get`` with a default of their own.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
 from .errors import CardiacSRError
+from .names import (DEGRADATIONS, LOSSES, MODEL_NAMES, OPTIMIZERS, SOURCES, SPLITS, STRATEGIES, UP_INITS,
+                    UPSAMPLINGS, WINDOWS)
 
 _MISSING = object()
+_POSITIVE = 1e-12  # the lower bound of "> 0"
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
-    """Load the params file; a missing or malformed file is a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise CardiacSRError(f"{path}: params file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CardiacSRError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CardiacSRError(f"{path}: expected a mapping of params at the top level")
-    check_numbers(data, source=str(path))
-    return data
-
-
-# Numeric params: (type, smallest allowed, largest allowed); None = no bound.  Checked when the
-# file is loaded, so a typo ("learning_rate: abc", "batch_size: 0") is one clear line before any work.
-_POSITIVE = 1e-12
-NUMBERS: dict[str, tuple[type, float | None, float | None]] = {
-    "prepare.phantom.patients": (int, 1, None),
-    "prepare.phantom.slices": (int, 1, None),
-    "prepare.phantom.phases": (int, 1, None),
-    "prepare.phantom.size": (int, 16, None),
-    "prepare.phantom.spacing_mm": (float, _POSITIVE, None),
-    "prepare.phantom.slice_thickness_mm": (float, _POSITIVE, None),
-    "prepare.phantom.snr": (float, _POSITIVE, None),
-    "prepare.phantom.randomise": (float, 0, 1),
-    "prepare.seed": (int, 0, None),
-    "prepare.hr_size": (int, 1, None),
-    "prepare.percentile": (float, 50, 100),
-    "prepare.workers": (int, 1, None),
-    "degrade.scale": (int, 2, None),
-    "degrade.blur_sigma": (float, 0, None),
-    "degrade.noise_sigma": (float, 0, None),
-    "degrade.seed": (int, 0, None),
-}
-# train params, also valid per model under models.<name>
-TRAIN_NUMBERS: dict[str, tuple[type, float | None, float | None]] = {
-    "learning_rate": (float, 0, None),  # 0 is allowed: a run that only publishes its train.init weights
-    "batch_size": (int, 1, None),
-    "patch_size": (int, 1, None),
-    "epochs": (int, 1, None),
-    "steps_per_epoch": (int, 1, None),
-    "val_slices": (int, 0, None),
-    "val_batches": (int, 1, None),
-    "seed": (int, 0, None),
-    "filters": (int, 1, None),
-    "res_blocks": (int, 0, None),
-    "head_kernel": (int, 1, None),
-    "kernel": (int, 1, None),
-    "up_kernel": (int, 1, None),
-    "output_kernel": (int, 1, None),
-    "perceptual.pixel_weight": (float, 0, None),
-}
-
+# ----------------------------------------------------------------------------- checks of one value
 
 def number(value: Any, key: str, kind: type = float, low: float | None = None, high: float | None = None,
            source: str = "params.yaml") -> int | float:
@@ -89,34 +52,6 @@ def number(value: Any, key: str, kind: type = float, low: float | None = None, h
     return value
 
 
-def check_numbers(params: dict, source: str = "params.yaml") -> None:
-    """Check every numeric param that is present (type and range); missing ones are left to their users."""
-    models = params.get("models") if isinstance(params.get("models"), dict) else {}
-    sections = ["train"] + [f"models.{name}" for name, own in models.items() if isinstance(own, dict)]
-    keys = dict(NUMBERS)
-    keys.update({f"{section}.{k}": v for section in sections for k, v in TRAIN_NUMBERS.items()})
-    for key, (kind, low, high) in keys.items():
-        value = get(params, key, None)
-        if value is not None:
-            number(value, key, kind, low, high, source)
-
-
-def get(params: dict, key: str, default: Any = _MISSING, source: str = "params.yaml") -> Any:
-    """Return ``params[a][b]...`` for ``key='a.b...'``.
-
-    A missing key raises :class:`CardiacSRError` naming the dotted key,
-    unless a ``default`` is given.
-    """
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if default is not _MISSING:
-                return default
-            raise CardiacSRError(f"{source}: missing param '{key}'")
-        node = node[part]
-    return node
-
-
 def choice(value: Any, allowed: Iterable[str], key: str, source: str = "params.yaml") -> str:
     """Check that ``value`` is one of ``allowed``; the error lists the valid values."""
     allowed = list(allowed)
@@ -125,3 +60,266 @@ def choice(value: Any, allowed: Iterable[str], key: str, source: str = "params.y
             f"{source}: unknown value {value!r} for '{key}'; valid values: {', '.join(allowed)}"
         )
     return value
+
+
+# ----------------------------------------------------------------------------- field kinds
+
+def _field(default: Any = _MISSING, **rule) -> Any:
+    if default is _MISSING:
+        return field(metadata=rule)
+    return field(default=default, metadata=rule)
+
+
+def integer(default: Any = _MISSING, low: float | None = None, high: float | None = None) -> Any:
+    return _field(default, kind=int, low=low, high=high)
+
+
+def real(default: Any = _MISSING, low: float | None = None, high: float | None = None) -> Any:
+    return _field(default, kind=float, low=low, high=high)
+
+
+def one_of(names: tuple[str, ...], default: Any = _MISSING) -> Any:
+    return _field(default, choices=names)
+
+
+def text(default: Any = _MISSING) -> Any:
+    """A string, or null where the default is None (a path, a name)."""
+    return _field(default, kind=str)
+
+
+def flag(default: Any = _MISSING) -> Any:
+    return _field(default, kind=bool)
+
+
+def names_of(names: tuple[str, ...], default: Any) -> Any:
+    """A list of some of ``names`` (kept as a tuple)."""
+    return _field(default, each=names)
+
+
+def mapping(default: Any = _MISSING) -> Any:
+    """A free-form mapping, checked where it is used (``prepare.split``)."""
+    return _field(default, kind=dict)
+
+
+def nested(cls: type, default: Any = _MISSING) -> Any:
+    return _field(default, section=cls)
+
+
+def _check(value: Any, rule: dict, key: str, source: str) -> Any:
+    if "section" in rule:
+        return rule["section"].of(value, key, source)
+    if "choices" in rule:
+        return choice(value, rule["choices"], key, source)
+    if "each" in rule:
+        if not isinstance(value, (list, tuple)):
+            raise CardiacSRError(f"{source}: '{key}' must be a list of {', '.join(rule['each'])}, got {value!r}")
+        return tuple(choice(v, rule["each"], key, source) for v in value)
+    kind = rule["kind"]
+    if kind in (int, float):
+        return number(value, key, kind, rule.get("low"), rule.get("high"), source)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise CardiacSRError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, (str, Path)):
+            raise CardiacSRError(f"{source}: '{key}' must be a string, got {value!r}")
+        return str(value)
+    if not isinstance(value, dict):
+        raise CardiacSRError(f"{source}: '{key}' must be a mapping, got {value!r}")
+    return dict(value)
+
+
+class Section:
+    """A params section: build it from a mapping with :meth:`of`, read its typed attributes."""
+
+    @classmethod
+    def of(cls, value: Any, key: str, source: str = "params.yaml"):
+        """``value`` (a mapping from params.yaml, or already this section) as this section; unknown,
+        missing or bad keys are one-line errors naming ``key.<name>``."""
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise CardiacSRError(f"{source}: '{key}' must be a mapping of params, got {value!r}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise CardiacSRError(f"{source}: unknown param '{key}.{unknown[0]}'; valid params of '{key}': "
+                                 f"{', '.join(known)}")
+        kwargs = {}
+        for name, f in known.items():
+            if name in value and value[name] is None and f.default is None:
+                kwargs[name] = None  # an optional path, file or section left empty (null in YAML)
+            elif name in value:
+                kwargs[name] = _check(value[name], dict(f.metadata), f"{key}.{name}", source)
+            elif f.default is dataclasses.MISSING:
+                raise CardiacSRError(f"{source}: missing param '{key}.{name}'")
+        return cls(**kwargs)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- the sections
+
+@dataclass(frozen=True)
+class Phantom(Section):
+    """``prepare.phantom``: the default data (README "The phantom")."""
+    patients: int = integer(low=1)
+    slices: int = integer(low=1)
+    phases: int = integer(low=1)
+    size: int = integer(low=16)
+    spacing_mm: float = real(low=_POSITIVE)
+    slice_thickness_mm: float = real(low=_POSITIVE)
+    snr: float = real(low=_POSITIVE)
+    randomise: float = real(0.0, 0, 1)
+    randomise_splits: tuple = names_of(SPLITS, ("train", "val"))
+
+
+@dataclass(frozen=True)
+class Prepare(Section):
+    """``prepare``: where the studies come from, the split, the size and the normalisation."""
+    source: str = one_of(SOURCES)
+    seed: int = integer(low=0)
+    split: dict = mapping()
+    hr_size: int = integer(low=1)
+    percentile: float = real(low=50, high=100)
+    path: str | None = text(None)
+    contours: str | None = text(None)
+    strict: bool = flag(False)
+    phantom: Phantom | None = nested(Phantom, None)
+    workers: int = integer(2, low=1)
+
+
+@dataclass(frozen=True)
+class Degrade(Section):
+    """``degrade``: how the low-resolution inputs are made."""
+    method: str = one_of(DEGRADATIONS)
+    scale: int = integer(low=2)
+    seed: int = integer(7, low=0)
+    blur_sigma: float = real(1.0, low=0)
+    window: str = one_of(WINDOWS, "none")
+    noise_sigma: float = real(0.0, low=0)
+
+
+@dataclass(frozen=True)
+class Perceptual(Section):
+    """``train.perceptual``: the VGG16 feature loss."""
+    layer: str = text("block2_conv2")
+    weights: str = text("hed")
+    pixel_weight: float = real(0.0, low=0)
+
+
+@dataclass(frozen=True)
+class Train(Section):
+    """``train``, shared by the four models; ``models.<name>`` overrides any of it for one model."""
+    learning_rate: float = real(low=0)  # 0 is allowed: a run that only publishes its train.init weights
+    batch_size: int = integer(low=1)
+    patch_size: int = integer(low=1)
+    epochs: int = integer(low=1)
+    steps_per_epoch: int = integer(low=1)
+    seed: int = integer(low=0)
+    optimizer: str = one_of(OPTIMIZERS, "adam")
+    val_slices: int = integer(32, low=0)
+    val_batches: int = integer(4, low=1)
+    init: str | None = text(None)
+    strategy: str = one_of(STRATEGIES, "auto")
+    mixed_precision: bool = flag(False)
+    jit_compile: bool = flag(False)
+    deterministic: bool | None = flag(None)  # None: deterministic unless jit_compile
+    filters: int = integer(64, low=1)
+    res_blocks: int = integer(4, low=0)
+    head_kernel: int = integer(9, low=1)
+    kernel: int = integer(3, low=1)
+    up_kernel: int = integer(3, low=1)
+    up_init: str = one_of(UP_INITS, "bilinear")
+    output_kernel: int = integer(9, low=1)
+    batch_norm: bool = flag(False)
+    global_skip: bool = flag(True)
+    perceptual: Perceptual = nested(Perceptual, Perceptual())
+
+
+@dataclass(frozen=True)
+class External(Section):
+    """``evaluate.external``: a real test set scored next to the test split."""
+    source: str = one_of(("dicom", "nifti"))
+    path: str = text()
+    contours: str | None = text(None)
+    strict: bool = flag(False)
+
+
+@dataclass(frozen=True)
+class Evaluate(Section):
+    """``evaluate``."""
+    external: External | None = nested(External, None)
+
+
+SECTIONS = {"prepare": Prepare, "degrade": Degrade, "train": Train, "evaluate": Evaluate}
+TOP_LEVEL = {"loss": LOSSES, "upsampling": UPSAMPLINGS}
+
+
+# ----------------------------------------------------------------------------- the file
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Load the params file and check every section; a missing, malformed or bad file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CardiacSRError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CardiacSRError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CardiacSRError(f"{path}: expected a mapping of params at the top level")
+    check_params(data, source=str(path))
+    return data
+
+
+def check_params(params: dict, source: str = "params.yaml") -> None:
+    """Check every section that is present (the stages say which ones they need), each model's
+    ``models.<name>`` overrides and the top-level ``loss``/``upsampling``."""
+    for key, allowed in TOP_LEVEL.items():
+        if key in params:
+            choice(params[key], allowed, key, source)
+    for key, cls in SECTIONS.items():
+        if key in params:
+            cls.of(params[key] if params[key] is not None else {}, key, source)
+    if "train" in params:
+        for name in (params.get("models") or {}):
+            train_section(params, name, source)
+
+
+def section(params: dict, key: str, source: str = "params.yaml"):
+    """The typed section ``key`` (prepare, degrade, train, evaluate) of a params mapping; an absent
+    section is its defaults, or an error naming its first required key."""
+    return SECTIONS[key].of(params.get(key) or {}, key, source)
+
+
+def train_section(params: dict, name: str, source: str = "params.yaml") -> Train:
+    """The ``train`` section with model ``name``'s own ``models.<name>`` entry on top; an error names the
+    key where the bad value was written."""
+    models = params.get("models") or {}
+    if not isinstance(models, dict):
+        raise CardiacSRError(f"{source}: 'models' must be a mapping of model names, got {models!r}")
+    choice(name, MODEL_NAMES, "models", source)
+    own = models.get(name) or {}
+    if not isinstance(own, dict):
+        raise CardiacSRError(f"{source}: 'models.{name}' must be a mapping of train params, got {own!r}")
+    shared = params.get("train")
+    if not isinstance(shared, dict):
+        raise CardiacSRError(f"{source}: missing param 'train'")
+    _check_partial(own, f"models.{name}", source)
+    merged = {**shared, **own}
+    if isinstance(shared.get("perceptual"), dict) and isinstance(own.get("perceptual"), dict):
+        merged["perceptual"] = {**shared["perceptual"], **own["perceptual"]}
+    return Train.of(merged, "train", source)
+
+
+def _check_partial(values: dict, key: str, source: str) -> None:
+    """Check the keys present in a partial ``models.<name>`` entry, so an error names where it was written."""
+    known = {f.name: f for f in dataclasses.fields(Train)}
+    for name, value in values.items():
+        if name not in known:
+            raise CardiacSRError(f"{source}: unknown param '{key}.{name}'; valid params: {', '.join(known)}")
+        if not (value is None and known[name].default is None):
+            _check(value, dict(known[name].metadata), f"{key}.{name}", source)

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from .dataset import collect_splits, write_splits
 from .errors import CardiacSRError
 from .fileio import atomic_dir
-from .names import SOURCES, SPLITS
-from .params import choice
+from .names import SPLITS
+from .params import Prepare
 from .phantom import PhantomConfig, PhantomGenerator, phantom_id
 from .readers import read_studies
 from .study import Study
@@ -134,67 +134,47 @@ def phantom_studies(n_patients: int, seed: int, cfg: PhantomConfig | list[Phanto
     return [_phantom_study(j) for j in tqdm(jobs, desc=desc)]
 
 
-def _phantom_configs(cfg: PhantomConfig, n: int, ph: dict, prep: dict) -> list[PhantomConfig]:
+def _phantom_configs(cfg: PhantomConfig, prep: Prepare) -> list[PhantomConfig]:
     """Per-patient configs: domain randomisation (``prepare.phantom.randomise``) for the patients of
     the splits in ``prepare.phantom.randomise_splits`` (default train and val: the models learn from
     randomised images and are tested on the realistic phantom), the realistic phantom for the rest."""
-    try:
-        strength = float(ph.get("randomise", 0.0))
-    except (TypeError, ValueError):
-        raise CardiacSRError(f"params.yaml: 'prepare.phantom.randomise' must be a number, got {ph.get('randomise')!r}") from None
-    if not 0.0 <= strength <= 1.0:
-        raise CardiacSRError(f"params.yaml: 'prepare.phantom.randomise' must be in [0, 1], got {strength}")
-    splits = ph.get("randomise_splits", ["train", "val"])
-    if not isinstance(splits, (list, tuple)) or any(s not in SPLITS for s in splits):
-        raise CardiacSRError(f"params.yaml: 'prepare.phantom.randomise_splits' must be a list of {', '.join(SPLITS)}, "
-                             f"got {splits!r}")
-    if strength == 0.0:
-        return [cfg] * n
-    ids = [phantom_id(i) for i in range(n)]
-    assignment = split_patients(ids, prep["split"], int(prep["seed"]), allow_empty_test=True)
-    randomised = dataclasses.replace(cfg, randomise=strength)
-    return [randomised if assignment.get(pid) in splits else cfg for pid in ids]
+    ph = prep.phantom
+    if ph.randomise == 0.0:
+        return [cfg] * ph.patients
+    ids = [phantom_id(i) for i in range(ph.patients)]
+    assignment = split_patients(ids, prep.split, prep.seed, allow_empty_test=True)
+    randomised = dataclasses.replace(cfg, randomise=ph.randomise)
+    return [randomised if assignment.get(pid) in ph.randomise_splits else cfg for pid in ids]
 
 
-def load_studies(prep: dict) -> list[Study]:
+def load_studies(prep: Prepare) -> list[Study]:
     """The studies named by the ``prepare`` params."""
-    source = prep.get("source")
-    choice(source, SOURCES, "prepare.source")
-    if source == "phantom":
-        ph = prep.get("phantom")
-        if not isinstance(ph, dict):
-            raise CardiacSRError("params.yaml: missing param 'prepare.phantom'")
-        for key in ("patients", "slices", "phases", "size", "spacing_mm", "slice_thickness_mm", "snr"):
-            if key not in ph:
-                raise CardiacSRError(f"params.yaml: missing param 'prepare.phantom.{key}'")
-        cfg = PhantomConfig(slices=int(ph["slices"]), phases=int(ph["phases"]), size=int(ph["size"]),
-                            spacing_mm=float(ph["spacing_mm"]), slice_thickness_mm=float(ph["slice_thickness_mm"]),
-                            snr=float(ph["snr"]))
-        n = int(ph["patients"])
-        return phantom_studies(n, int(prep["seed"]), _phantom_configs(cfg, n, ph, prep),
-                               workers=int(prep.get("workers", 2)))
-    return read_studies(source, prep.get("path"), contours=prep.get("contours"), strict=bool(prep.get("strict", False)))
+    if prep.source != "phantom":
+        return read_studies(prep.source, prep.path, contours=prep.contours, strict=prep.strict)
+    ph = prep.phantom
+    if ph is None:
+        raise CardiacSRError("params.yaml: missing param 'prepare.phantom'")
+    cfg = PhantomConfig(slices=ph.slices, phases=ph.phases, size=ph.size, spacing_mm=ph.spacing_mm,
+                        slice_thickness_mm=ph.slice_thickness_mm, snr=ph.snr)
+    return phantom_studies(ph.patients, prep.seed, _phantom_configs(cfg, prep), workers=prep.workers)
 
 
-def prepare(prep: dict, scale: int, out_dir: str | Path, allow_empty_test: bool = False) -> dict:
+def prepare(prep: Prepare | dict, scale: int, out_dir: str | Path, allow_empty_test: bool = False) -> dict:
     """Run the prepare stage with the ``prepare`` params; returns the info written to info.json.
 
     ``allow_empty_test``: the test split may be empty (an external test set is scored instead).
     """
-    for key in ("source", "seed", "split", "hr_size", "percentile"):
-        if key not in prep:
-            raise CardiacSRError(f"params.yaml: missing param 'prepare.{key}'")
-    size = int(prep["hr_size"])
-    if size % scale:
-        raise CardiacSRError(f"prepare.hr_size {size} must be a multiple of degrade.scale {scale}")
+    prep = Prepare.of(prep, "prepare")
+    if prep.hr_size % scale:
+        raise CardiacSRError(f"prepare.hr_size {prep.hr_size} must be a multiple of degrade.scale {scale}")
     studies = load_studies(prep)
-    assignment = split_patients([s.patient_id for s in studies], prep["split"], int(prep["seed"]),
+    assignment = split_patients([s.patient_id for s in studies], prep.split, prep.seed,
                                 allow_empty_test=allow_empty_test)
-    per_split = collect_splits(studies, assignment, SPLITS, size, float(prep["percentile"]))
-    info = {"source": prep["source"], "hr_size": size, "percentile": float(prep["percentile"]),
+    per_split = collect_splits(studies, assignment, SPLITS, prep.hr_size, prep.percentile)
+    info = {"source": prep.source, "hr_size": prep.hr_size, "percentile": prep.percentile,
             "splits": {}, "patients": {}}
     with atomic_dir(out_dir) as tmp:
-        write_splits(tmp, per_split, SPLITS, size, info)
+        write_splits(tmp, per_split, SPLITS, prep.hr_size, info)
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info("prepared %s", info["splits"])
     return info

@@ -25,6 +25,7 @@ import numpy as np
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
 from .names import EXTERNAL, LOSSES, MODEL_NAMES, SEED_NAMES, UPSAMPLINGS, split_model_name
+from .params import section
 
 # (key, column title, format) of the table
 COLUMNS = [
@@ -123,25 +124,23 @@ def _gain_cell(row: dict, key: str) -> str:
 
 def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
     """Write ``table.md`` and ``table.csv`` from the per-method metrics."""
-    deg = params.get("degrade", {})
-    rows = table_rows(table_methods(deg.get("method", "blur_bicubic")), metrics_dir)
-    tr = params.get("train", {})
+    deg, tr = section(params, "degrade"), section(params, "train")
+    source = section(params, "prepare").source if params.get("prepare") else "?"
+    rows = table_rows(table_methods(deg.method), metrics_dir)
     header = (f"Test split: {rows[0]['slices']} slices of {rows[0]['patients']} patients "
-              f"(source: {params.get('prepare', {}).get('source', '?')}), degradation "
-              f"{deg.get('method')} x{deg.get('scale')}. Mean ± std over slices; intensities in [0, 1], "
+              f"(source: {source}), degradation {deg.method} x{deg.scale}. Mean ± std over slices; intensities in [0, 1], "
               f"data_range 1, Gaussian SSIM (sigma 1.5); ROI = heart bounding box; VGG dist. = VGG16 "
               f"block2_conv2 feature MSE on a 128 px heart crop; checkerboard = residual energy at "
               f"period-2/4 frequencies relative to bicubic (higher = more artefact); temporal PSNR = PSNR of "
               f"the change from one cardiac phase to the next against the true change (lower = more "
               f"flicker). Training: "
-              f"batch {tr.get('batch_size')}, {tr.get('patch_size')} px patches, batch_norm "
-              f"{tr.get('batch_norm')}, global_skip {tr.get('global_skip')}, up_init "
-              f"{tr.get('up_init', 'glorot_uniform')}. Machine: {platform.machine()}, "
+              f"batch {tr.batch_size}, {tr.patch_size} px patches, batch_norm {tr.batch_norm}, global_skip "
+              f"{tr.global_skip}, up_init {tr.up_init}. Machine: {platform.machine()}, "
               f"{_cpu_count()} CPU cores. 95 % intervals over patients: metrics/models/<method>.json.\n")
     if "ext_psnr" in rows[0]:
-        ext = params.get("evaluate", {}).get("external", {})
+        ext = section(params, "evaluate").external
         header += (f"\nExternal test set (ext.): {rows[0]['ext_slices']} slices of {rows[0]['ext_patients']} "
-                   f"patients from {ext.get('source')} data at {ext.get('path')}, prepared and degraded like the "
+                   f"patients from {ext.source if ext else None} data at {ext.path if ext else None}, prepared and degraded like the "
                    f"test split, never trained on.\n")
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     with atomic_file(Path(metrics_dir) / "table.md") as tmp:
@@ -248,7 +247,8 @@ def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data
     written.append(_save(fig, out_dir / "training_curves.png"))
 
     # 2. PSNR distributions over test slices
-    methods = table_methods(params.get("degrade", {}).get("method", "blur_bicubic"))
+    deg = section(params, "degrade")
+    methods = table_methods(deg.method)
     psnrs = {}  # split -> method -> PSNR per slice
     for m in methods:
         with open(Path(metrics_dir) / "per_slice" / f"{m}.csv") as fh:
@@ -266,7 +266,7 @@ def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data
 
     # 3. comparison panel
     written.append(comparison_panel(prepared_dir, degraded_dir, models_dir, out_dir / "comparison.png",
-                                    int(params.get("degrade", {}).get("scale", 4)), external_dir=external_dir))
+                                    deg.scale, external_dir=external_dir))
     # 4. cine loop
     written.append(cine_loop(prepared_dir, degraded_dir, models_dir, out_dir / "cine_loop.gif",
                              external_dir=external_dir))

@@ -35,31 +35,19 @@ from .dataset import load_pairs
 from .errors import CardiacSRError, Interrupted
 from .fileio import atomic_file, write_json
 from .names import split_model_name
-from .params import TRAIN_NUMBERS, choice, number
+from .params import Train, section, train_section
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "default", "mirrored")
-
-
-def model_config(params: dict, name: str) -> dict:
-    """Shared ``train`` params overridden by the model's own ``models.<name>`` entry."""
-    if "train" not in params:
-        raise CardiacSRError("params.yaml: missing param 'train'")
-    own = (params.get("models") or {}).get(name) or {}
-    cfg = {**params["train"], **own}
-    for key in ("batch_size", "patch_size", "epochs", "steps_per_epoch", "learning_rate", "seed"):
-        if key not in cfg:
-            raise CardiacSRError(f"params.yaml: missing param 'train.{key}' (or 'models.{name}.{key}')")
-    for key, (kind, low, high) in TRAIN_NUMBERS.items():
-        if key in cfg:
-            where = f"models.{name}.{key}" if key in own else f"train.{key}"
-            cfg[key] = number(cfg[key], where, kind, low, high)
-    cfg["scale"] = number(params.get("degrade", {}).get("scale", 4), "degrade.scale", int, 2)
-    if cfg["patch_size"] % cfg["scale"]:
-        raise CardiacSRError(f"params.yaml: train.patch_size {cfg['patch_size']} is not a multiple of "
-                             f"degrade.scale {cfg['scale']}")
-    return cfg
+def model_config(params: dict, name: str) -> tuple[Train, int]:
+    """Model ``name``'s train params (``train`` with its own ``models.<name>`` entry on top) and the scale
+    (``degrade.scale``)."""
+    cfg = train_section(params, name)
+    scale = section(params, "degrade").scale
+    if cfg.patch_size % scale:
+        raise CardiacSRError(f"params.yaml: train.patch_size {cfg.patch_size} is not a multiple of "
+                             f"degrade.scale {scale}")
+    return cfg, scale
 
 
 # ----------------------------------------------------------------------------- data
@@ -108,21 +96,21 @@ def patch_dataset(hr: np.ndarray, lr: np.ndarray, scale: int, patch_size: int, b
 
 # ----------------------------------------------------------------------------- runtime
 
-def configure_runtime(cfg: dict) -> None:
+def configure_runtime(cfg: Train) -> None:
     """Seeds, op determinism, threads, mixed precision: call before building models."""
     import keras
     import tensorflow as tf
 
     from tensorflow.python.framework import config as tf_config
 
-    keras.utils.set_random_seed(int(cfg["seed"]))
+    keras.utils.set_random_seed(cfg.seed)
     # Keras silently drops XLA while op determinism is on, so jit_compile (the GPU profile) turns it off.
-    if cfg.get("deterministic", not cfg.get("jit_compile", False)):
+    if cfg.deterministic if cfg.deterministic is not None else not cfg.jit_compile:
         tf.config.experimental.enable_op_determinism()
     else:
         tf_config.disable_op_determinism()
         log.info("op determinism off (train.jit_compile is on): runs are not bit-reproducible")
-    policy = "mixed_float16" if cfg.get("mixed_precision", False) else "float32"
+    policy = "mixed_float16" if cfg.mixed_precision else "float32"
     keras.mixed_precision.set_global_policy(policy)
 
 
@@ -134,7 +122,6 @@ def make_strategy(name: str):
     """
     import tensorflow as tf
 
-    choice(name, STRATEGIES, "train.strategy")
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
@@ -147,12 +134,11 @@ def make_strategy(name: str):
 INIT_DIR = Path("init")  # where train.init models live: a dependency of every train stage in dvc.yaml
 
 
-def init_path(cfg: dict, name: str) -> Path | None:
+def init_path(cfg: Train, name: str) -> Path | None:
     """The ``train.init`` generator to start from (``{model}`` is replaced by the model name), or None."""
-    value = cfg.get("init")
-    if value in (None, "", "none", False):
+    if cfg.init in (None, "", "none"):
         return None
-    path = Path(str(value).replace("{model}", name))
+    path = Path(cfg.init.replace("{model}", name))
     if INIT_DIR.resolve() not in path.resolve().parents:
         raise CardiacSRError(f"params.yaml: train.init {str(path)!r} must be a file in {INIT_DIR}/ (a dependency of "
                              f"the train stages, so DVC re-trains when it changes); copy the model there first")
@@ -217,14 +203,19 @@ def _mean_epoch_seconds(live_dir: Path) -> float | None:
 
 # ----------------------------------------------------------------------------- the stage
 
-def model_card(name: str, params: dict, cfg: dict) -> dict:
-    """What inference needs to use this model as it was trained (:data:`cardiac_sr.models.MODEL_CARD`)."""
-    prep, deg = params.get("prepare") or {}, params.get("degrade") or {}
-    return {"model": name, "scale": int(cfg["scale"]),
-            "normalisation": {"percentile": float(prep.get("percentile", 99.5))},
-            "degradation": {"method": deg.get("method", "blur_bicubic"), "blur_sigma": float(deg.get("blur_sigma", 1.0)),
-                            "window": str(deg.get("window", "none")), "noise_sigma": float(deg.get("noise_sigma", 0) or 0)},
-            "training_data": {"source": prep.get("source", "phantom"), "path": prep.get("path")}}
+def model_card(name: str, params: dict) -> dict:
+    """What inference needs to use this model as it was trained (:data:`cardiac_sr.models.MODEL_CARD`).
+
+    Params without a ``prepare`` section (a model trained on arrays of one's own) get the card defaults'
+    normalisation and no training data source."""
+    from .models import CARD_DEFAULTS
+
+    deg = section(params, "degrade")
+    prep = section(params, "prepare") if params.get("prepare") else None
+    percentile = prep.percentile if prep else CARD_DEFAULTS["normalisation"]["percentile"]
+    return {"model": name, "scale": deg.scale, "normalisation": {"percentile": percentile},
+            "degradation": {k: getattr(deg, k) for k in ("method", "blur_sigma", "window", "noise_sigma")},
+            "training_data": {"source": prep.source if prep else None, "path": prep.path if prep else None}}
 
 
 def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded",
@@ -239,8 +230,7 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     from .models import build_generator, generator_kwargs, write_model_card
 
     loss_name, upsampling = split_model_name(name)
-    cfg = model_config(params, name)
-    choice(str(cfg.get("optimizer", "adam")).lower(), ("adam",), "train.optimizer")
+    cfg, scale = model_config(params, name)
     model_path = Path(model_path or f"models/{name}.keras")
     live_dir = Path(live_dir or f"dvclive/{name}")
     ckpt_dir = Path(scratch_dir) / name
@@ -253,21 +243,20 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     has_val = len(vhr) > 0
     if not has_val:
         log.warning("%s: the val split is empty, so this run reports no validation loss or PSNR", name)
-    vsel = np.linspace(0, len(vhr) - 1, min(int(cfg.get("val_slices", 32)), len(vhr))).astype(int)
+    vsel = np.linspace(0, len(vhr) - 1, min(cfg.val_slices, len(vhr))).astype(int)
     init = init_path(cfg, name)
-    fp = fingerprint({"name": name, **cfg}, [Path(prepared_dir) / "train_hr.npy", Path(degraded_dir) / "train_lr.npy"]
+    fp = fingerprint({"name": name, "scale": scale, **cfg.as_dict()}, [Path(prepared_dir) / "train_hr.npy", Path(degraded_dir) / "train_lr.npy"]
                      + ([init] if init else []) + CODE_FILES)
 
-    strategy = make_strategy(str(cfg.get("strategy", "auto")))
+    strategy = make_strategy(cfg.strategy)
     with strategy.scope():
-        model = build_generator(**generator_kwargs(cfg, upsampling, cfg["scale"]), name=name)
-        model.compile(optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
-                      loss=make_loss(loss_name, cfg.get("perceptual")),
-                      jit_compile=bool(cfg.get("jit_compile", False)))
+        model = build_generator(**generator_kwargs(cfg, upsampling, scale), name=name)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=make_loss(loss_name, cfg.perceptual),
+                      jit_compile=cfg.jit_compile)
         model.optimizer.build(model.trainable_variables)
     n_params = int(model.count_params())
 
-    epochs, spe, bs = int(cfg["epochs"]), int(cfg["steps_per_epoch"]), int(cfg["batch_size"])
+    epochs, spe, bs = cfg.epochs, cfg.steps_per_epoch, cfg.batch_size
     live_dir.parent.mkdir(parents=True, exist_ok=True)
     state = checkpoint_state(ckpt_dir)
     if state.get("epochs_done", 0) >= epochs and not model_path.exists():
@@ -285,18 +274,17 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
             initialise_from(model, init)
             log.info("%s: starting from the weights of %s (train.init)", name, init)
     log.info("%s: %d parameters, %d epochs x %d steps x batch %d, patches %d px, strategy %s, %d replica(s)",
-             name, n_params, epochs, spe, bs, cfg["patch_size"], type(strategy).__name__,
+             name, n_params, epochs, spe, bs, cfg.patch_size, type(strategy).__name__,
              strategy.num_replicas_in_sync)
 
-    seed = int(cfg["seed"])
-    train_ds = patch_dataset(hr, lr, cfg["scale"], cfg["patch_size"], bs, seed, start_step=start * spe)
-    val_ds = patch_dataset(vhr, vlr, cfg["scale"], cfg["patch_size"], bs, seed + 1, 0,
-                           int(cfg.get("val_batches", 4))).cache() if has_val else None
+    seed = cfg.seed
+    train_ds = patch_dataset(hr, lr, scale, cfg.patch_size, bs, seed, start_step=start * spe)
+    val_ds = patch_dataset(vhr, vlr, scale, cfg.patch_size, bs, seed + 1, 0, cfg.val_batches).cache() if has_val else None
     stop_after = os.environ.get("CARDIAC_SR_STOP_AFTER_EPOCH")
     live = Live(dir=str(live_dir), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
     if start:
         live.step = start  # dvclive's resume leaves step 0 after one finished epoch; one step per epoch here
-    callbacks = ([Validation(vlr[vsel], vhr[vsel], cfg["scale"])] if has_val else []) + [
+    callbacks = ([Validation(vlr[vsel], vhr[vsel], scale)] if has_val else []) + [
         Progress(name, epochs, spe, start), DVCLiveCallback(live=live),
         Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
     t0 = time.time()
@@ -317,18 +305,18 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     train_seconds = time.time() - t0
 
     # Publish a clean, uncompiled generator: no loss/optimiser inside, loads in safe mode anywhere.
-    clean = build_generator(**generator_kwargs(cfg, upsampling, cfg["scale"]), name=name)
+    clean = build_generator(**generator_kwargs(cfg, upsampling, scale), name=name)
     clean.set_weights(model.get_weights())
     with atomic_file(model_path, suffix=".keras") as tmp:
         clean.save(tmp)
-        write_model_card(tmp, model_card(name, params, cfg))
+        write_model_card(tmp, model_card(name, params))
     summary = {
         "model": name, "loss": loss_name, "upsampling": upsampling, "parameters": n_params,
-        "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg["patch_size"],
+        "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg.patch_size,
         "resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
         "epoch_seconds": _mean_epoch_seconds(live_dir),
         "final": final,
-        "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], cfg["scale"]) if has_val else None,
+        "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], scale) if has_val else None,
         "init": str(init) if init else None,
     }
     write_json(summary_path or f"metrics/train/{name}.json", summary)
