@@ -27,3 +27,22 @@ def test_a_cpu_command_prints_one_device_line_and_no_start_up_noise():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "3.0"
     assert proc.stderr.strip().splitlines() == ["no GPU found, running on the CPU"], proc.stderr
+
+
+def test_when_tensorflow_fails_to_import_everything_it_printed_is_shown(tmp_path):
+    """A broken install prints C++ lines before the ImportError; they must not vanish with the start-up noise."""
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL\\n')\n"
+        "os.write(2, b'libtensorflow_framework.so.2: cannot open shared object file\\n')\n"
+        "raise ImportError('broken tensorflow')\n")
+    script = "from cardiac_sr.runtime import start_tensorflow\nstart_tensorflow()\n"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path)] + [p for p in sys.path if p])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert "cannot open shared object file" in proc.stderr   # the line that says why
+    assert "failed call to cuInit" in proc.stderr            # noise too: on failure nothing is filtered
+    assert "ImportError: broken tensorflow" in proc.stderr

@@ -6,7 +6,8 @@ and CPU-feature notices).  ``TF_CPP_MIN_LOG_LEVEL`` hides only the ones
 logged after absl's logging is initialised (tensorflow/tensorflow#100442), so
 :func:`start_tensorflow` imports TensorFlow and lists the GPUs with the
 process's stderr (file descriptor 2) sent to a temporary file, then prints
-back every line that is not such a start-up notice.  A user who sets
+back every line that is not such a start-up notice (all of them when the
+import itself fails).  A user who sets
 ``TF_CPP_MIN_LOG_LEVEL`` gets TensorFlow's own behaviour, untouched.
 """
 
@@ -59,10 +60,15 @@ def start_tensorflow() -> list:
         gpus = tf.config.list_physical_devices("GPU")
     else:
         with tempfile.TemporaryFile(mode="w+") as captured:
-            with _stderr_to(captured):
-                import tensorflow as tf
+            try:
+                with _stderr_to(captured):
+                    import tensorflow as tf
 
-                gpus = tf.config.list_physical_devices("GPU")
+                    gpus = tf.config.list_physical_devices("GPU")
+            except BaseException:  # TensorFlow did not start: everything it printed may say why
+                captured.seek(0)
+                sys.stderr.write(captured.read())
+                raise
             captured.seek(0)
             kept = [line for line in captured.read().splitlines() if line.strip() and not is_noise(line)]
         for line in kept:
