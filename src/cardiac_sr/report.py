@@ -351,11 +351,11 @@ def cine_loop(prepared_dir, degraded_dir, models_dir, path: Path, crop: int = CI
 
     The slice location is the test cine with the largest mean heart mask (mid-ventricle).
     """
-    from .metrics import centred_crop, roi_box
-    from .figures import write_cine_gif
-    from .models import load_generator
     from .dataset import load_split, read_manifest
+    from .figures import write_cine_gif
     from .inference import super_resolve
+    from .metrics import centred_crop, roi_box
+    from .models import load_generator
 
     split, folder, lr_folder = _figure_split(prepared_dir, degraded_dir, external_dir)
     manifest = [r for r in read_manifest(folder) if r["split"] == split]
@@ -367,12 +367,11 @@ def cine_loop(prepared_dir, degraded_dir, models_dir, path: Path, crop: int = CI
     idx = [i for _, i in sorted(cines[key])]
     box = roi_box(np.any(np.asarray(roi[idx]), axis=0), margin=8)
     win = centred_crop(box, hr.shape[1:], min(crop, *hr.shape[1:]))
-    columns = [("HR", np.asarray(hr[idx])), ("bicubic", np.asarray(load_split(lr_folder, split, "bicubic")[idx]))]
+    columns = [(f"HR {key[0]} slice {key[1]}", np.asarray(hr[idx])), ("bicubic", np.asarray(load_split(lr_folder, split, "bicubic")[idx]))]
     lr = np.asarray(load_split(lr_folder, split, "lr")[idx], np.float32)
     scale = hr.shape[-1] // lr.shape[-1]
     for m in MODEL_NAMES:
         model = load_generator(Path(models_dir) / f"{m}.keras")
         columns.append((m, super_resolve(model, lr, scale, batch_size=len(lr), progress=False)))  # one call
     columns = [(name, frames[:, win[0], win[1]]) for name, frames in columns]
-    columns[0] = (f"HR {key[0]} slice {key[1]}", columns[0][1])
     return write_cine_gif(columns, path, zoom=2)
