@@ -32,7 +32,7 @@ from cardiac_sr.degrade import degrade
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.params import Prepare, load_params, section
-from cardiac_sr.prepare import load_studies, prepare
+from cardiac_sr.prepare import prepare, scan
 from cardiac_sr.train import train_model
 
 
@@ -114,8 +114,8 @@ def main(argv=None) -> int:
     try:
         params = load_params(args.params)
         root = str(Path(args.root).resolve())
-        studies = load_studies(Prepare.of({**params["prepare"], "source": args.source, "path": root}, "prepare"))
-        ids = sorted(s.patient_id for s in studies)
+        scanned = scan(Prepare.of({**params["prepare"], "source": args.source, "path": root}, "prepare"))
+        ids = sorted(pid for pid, _ in scanned)  # headers only: the images are read by each pair's prepare
         if len(ids) < 2:
             raise CardiacSRError(f"{args.root}: found {len(ids)} patient(s); need at least 2")
         work = args.work or Path(tempfile.mkdtemp(prefix="cardiac-sr-crossval-"))

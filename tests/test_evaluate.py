@@ -191,6 +191,28 @@ def test_temporal_scores_pair_each_phase_with_the_next_of_the_same_slice():
     assert all(np.isnan(temporal_scores(hr, hr, roi, 2, -1)))
 
 
+def test_scoring_in_chunks_equals_scoring_the_whole_split(tiny_data):
+    """evaluate reads a split a chunk at a time; a slice whose next phase lies in the next chunk still gets
+    its temporal PSNR, and every score equals the one-chunk result."""
+    from cardiac_sr.evaluate import SplitData, score_split, super_resolve_baseline
+
+    data = SplitData(*tiny_data, "test")
+    assert len(data) == 4  # one test patient: 2 slices x 2 phases
+
+    def run(lr):
+        return super_resolve_baseline("bicubic", lr, 4)
+
+    whole, _ = score_split("bicubic", data, run, 4, "hed", chunk=256)
+    assert sum(np.isfinite(r["tpsnr"]) for r in whole) == 2  # phase 0 -> 1 of each slice
+    for chunk in (1, 3):
+        rows, ms = score_split("bicubic", data, run, 4, "hed", chunk=chunk)
+        assert ms >= 0
+        for a, b in zip(rows, whole, strict=True):
+            assert a.keys() == b.keys()
+            np.testing.assert_array_equal([a[k] for k in a if k not in ("split", "patient")],
+                                          [b[k] for k in b if k not in ("split", "patient")])
+
+
 def test_cine_gif_has_one_frame_per_phase_and_the_layout_size():
     import tempfile
     from pathlib import Path

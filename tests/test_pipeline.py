@@ -138,5 +138,5 @@ def test_push_and_pull_with_a_local_remote(repo, tmp_path):
     (repo / "models" / "mse-TS.keras").unlink()
     shutil.rmtree(repo / "data" / "degraded")
     dvc(repo, "pull")
-    assert (repo / "models" / "mse-TS.keras").is_file() and (repo / "data" / "degraded" / "test_lr.npy").is_file()
+    assert (repo / "models" / "mse-TS.keras").is_file() and (repo / "data" / "degraded" / "test_lr" / "00000.npy").is_file()
     assert "up to date" in dvc(repo, "status").stdout.lower() or "unchanged" in dvc(repo, "status").stdout.lower()

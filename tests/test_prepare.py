@@ -70,7 +70,7 @@ def test_prepare_outputs(prepared):
     assert not (set(patients["train"]) & set(patients["test"]))
     assert not (set(patients["train"]) & set(patients["val"]))
     for split in ("train", "val", "test"):
-        hr = load_split(out, split)
+        hr = np.asarray(load_split(out, split))
         assert hr.dtype == np.float32 and hr.shape[1:] == (128, 128)
         assert hr.min() >= 0 and hr.max() <= 1
         assert load_split(out, split, "roi").shape == hr.shape
@@ -85,8 +85,8 @@ def test_degrade_outputs(prepared, tmp_path):
     out, _ = prepared
     info = degrade(DEGRADE, out, tmp_path / "degraded")
     assert info["shapes"]["train"] == {"hr": [12, 128, 128], "lr": [12, 32, 32]}
-    lr = load_split(tmp_path / "degraded", "test", "lr")
-    up = load_split(tmp_path / "degraded", "test", "bicubic")
+    lr = np.asarray(load_split(tmp_path / "degraded", "test", "lr"))
+    up = np.asarray(load_split(tmp_path / "degraded", "test", "bicubic"))
     assert lr.dtype == np.float32 and lr.shape == (4, 32, 32) and up.shape == (4, 128, 128)
     ks = degrade({**DEGRADE, "method": "kspace", "window": "hann"}, out, tmp_path / "k")
     assert ks["method"] == "kspace"
@@ -148,6 +148,37 @@ def test_cli_inspect_sunnybrook(sunnybrook, capsys):
     assert main(["inspect", str(sunnybrook)]) == 0
     table = capsys.readouterr().out
     assert "SCD0000101" in table and "1.367/1.367/10.000" in table
+
+
+def test_sharded_array_reads_like_the_numpy_array(tmp_path):
+    from cardiac_sr.dataset import ShardedArray, ShardWriter
+
+    data = np.random.default_rng(0).random((23, 5, 4)).astype(np.float32)
+    writer = ShardWriter(tmp_path / "a", (5, 4), np.float32, shard_slices=7)
+    for part in (data[:3], data[3:3], data[3:20], data[20:]):  # appends that straddle shards, one empty
+        writer.append(part)
+    assert writer.close() == (23, 5, 4)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["00000.npy", "00001.npy", "00002.npy",
+                                                                  "00003.npy", "index.json"]
+    a = ShardedArray(tmp_path / "a")
+    assert a.shape == data.shape and len(a) == 23 and a.dtype == np.float32 and a.ndim == 3
+    np.testing.assert_array_equal(np.asarray(a), data)
+    for key in (0, 6, 7, 22, -1, slice(5, 16), slice(None, None, 3), [21, 0, 7, 7], np.arange(23) % 2 == 0):
+        np.testing.assert_array_equal(a[key], data[key])
+    np.testing.assert_array_equal(a[8, 1:3, ::-1], data[8, 1:3, ::-1])
+    np.testing.assert_array_equal(np.concatenate([c for _, c in a.chunks(10)]), data)
+    with pytest.raises(IndexError, match="index 23 out of range"):
+        a[23]
+    few = ShardedArray(tmp_path / "a")
+    few.MAX_OPEN = 2  # a dataset of many shards keeps only a few mapped
+    np.testing.assert_array_equal(few[[0, 8, 15, 22, 0]], data[[0, 8, 15, 22, 0]])
+    assert len(few._open) == 2
+    with pytest.raises(CardiacSRError, match="slices of shape"):
+        ShardWriter(tmp_path / "b", (5, 4), np.float32).append(np.zeros((2, 4, 5), np.float32))
+    empty = ShardWriter(tmp_path / "c", (5, 4), np.uint8)
+    assert empty.close() == (0, 5, 4) and ShardedArray(tmp_path / "c")[:].shape == (0, 5, 4)
+    with pytest.raises(CardiacSRError, match="not found"):
+        ShardedArray(tmp_path / "missing")
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

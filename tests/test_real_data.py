@@ -14,7 +14,7 @@ from cardiac_sr.external import build_external
 from cardiac_sr.models import build_generator, generator_kwargs, load_generator
 from cardiac_sr.params import Train
 from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
-from cardiac_sr.dataset import read_manifest
+from cardiac_sr.dataset import load_split, read_manifest, write_array
 from cardiac_sr.prepare import prepare, split_patients
 from cardiac_sr.report import format_markdown, table_rows
 from cardiac_sr.train import train_model
@@ -86,26 +86,26 @@ def with_external(tmp_path_factory, external_nifti):
 def test_external_set_is_prepared_and_degraded_like_the_test_split(with_external):
     root, info = with_external
     assert info["splits"] == {"external": 4} and info["patients"]["external"] == ["ext0", "ext1"]
-    ext = np.load(root / "external" / "external_hr.npy")
+    ext = np.asarray(load_split(root / "external", "external", "hr"))
     assert ext.shape == (4, 128, 128) and ext.dtype == np.float32 and 0 <= ext.min() and ext.max() <= 1
     rows = read_manifest(root / "external")
     assert len(rows) == 4 and {r["split"] for r in rows} == {"external"}
     assert float(rows[0]["intensity_scale"]) > 100  # per-volume normalisation of the raw units
-    lr = np.load(root / "external" / "external_lr.npy")
+    lr = np.asarray(load_split(root / "external", "external", "lr"))
     assert lr.shape == (4, 32, 32)
     # the same functions as the test split: degrading the external HR again gives the same LR
     from cardiac_sr.degradation import degrade_image
     np.testing.assert_allclose(np.clip(degrade_image(ext[1], TINY_DEGRADE), 0, 1), lr[1], atol=1e-6)
     # the prepared internal data are untouched by the external set (no re-training when it is switched on)
-    assert sorted(p.name for p in (root / "prepared").glob("*.npy")) == sorted(
-        f"{s}_{k}.npy" for s in ("train", "val", "test") for k in ("hr", "roi"))
+    assert sorted(p.name for p in (root / "prepared").glob("*_*")) == sorted(
+        f"{s}_{k}" for s in ("train", "val", "test") for k in ("hr", "roi"))
 
 
 def test_external_off_writes_an_empty_set(with_external, tmp_path):
     root, _ = with_external
     info = build_external(None, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "ext")
     assert info["external"] is None and info["splits"] == {"external": 0}
-    assert np.load(tmp_path / "ext" / "external_lr.npy").shape == (0, 32, 32)
+    assert load_split(tmp_path / "ext", "external", "lr").shape == (0, 32, 32)
     res = evaluate_method("bicubic", root / "prepared", root / "degraded", out_dir=tmp_path / "m",
                           external_dir=tmp_path / "ext")
     assert "external" not in res
@@ -227,8 +227,10 @@ def test_training_without_val_data(tmp_path, tiny_data):
     p2, d2 = tmp_path / "prepared", tmp_path / "degraded"
     shutil.copytree(prepared, p2)
     shutil.copytree(degraded, d2)
-    np.save(p2 / "val_hr.npy", np.zeros((0, 128, 128), np.float32))
-    np.save(d2 / "val_lr.npy", np.zeros((0, 32, 32), np.float32))
+    for folder in (p2 / "val_hr", d2 / "val_lr"):
+        shutil.rmtree(folder)
+    write_array(p2 / "val_hr", np.zeros((0, 128, 128), np.float32))
+    write_array(d2 / "val_lr", np.zeros((0, 32, 32), np.float32))
     path, summary = _train(tmp_path, (p2, d2), _params())
     assert path.is_file() and summary["val_bicubic_psnr"] is None
     assert "val_psnr" not in summary["final"] and "loss" in summary["final"]

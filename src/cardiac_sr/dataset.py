@@ -1,14 +1,24 @@
 """The dataset layout and normalisation shared by every stage, the figures and inference.
 
-A dataset folder (``data/prepared``, ``data/degraded``, ``data/external``) holds::
+A dataset folder (``data/prepared``, ``data/degraded``, ``data/external``) holds
+one *sharded array* per split and kind, a folder of ``.npy`` shards of at most
+``SHARD_SLICES`` slices each, read back memory-mapped, so no stage needs the
+whole dataset in memory::
 
-    {split}_hr.npy    float32 (N, H, W), intensities in [0, 1]      (prepare, external)
-    {split}_roi.npy   uint8   (N, H, W), cardiac ROI (0 where unknown) (prepare, external)
-    {split}_lr.npy    float32 (N, H/s, W/s), the low-resolution input  (degrade, external)
-    {split}_bicubic.npy float32 (N, H, W), the bicubic baseline          (degrade, external)
+    {split}_hr/       float32 (N, H, W), intensities in [0, 1]      (prepare, external)
+    {split}_roi/      uint8   (N, H, W), cardiac ROI (0 where unknown) (prepare, external)
+    {split}_lr/       float32 (N, H/s, W/s), the low-resolution input  (degrade, external)
+    {split}_bicubic/  float32 (N, H, W), the bicubic baseline          (degrade, external)
+        00000.npy, 00001.npy, ...   slices 0-1023, 1024-2047, ... of the split
+        index.json                  shape, dtype and rows per shard
     manifest.csv      one row per slice: split, index, patient, slice, phase, spacing,
                       source file, normalisation (intensity_offset, intensity_scale), has_roi
     info.json         patients per split, counts, the params used
+
+Slices are in manifest order (patient, then slice location, then phase), so
+slice ``index`` of a split lies in shard ``index // SHARD_SLICES``.
+:func:`load_split` returns a :class:`ShardedArray`, which indexes like a NumPy
+array (an int, a slice or a list of indices) and reads only what is asked for.
 
 Normalisation is per volume (one patient's whole cine study):
 ``x01 = clip((x - offset) / scale, 0, 1)`` with ``offset = min(0, min x)`` and
@@ -20,8 +30,10 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -35,8 +47,6 @@ MANIFEST_FIELDS = [
     "spacing_row_mm", "spacing_col_mm", "spacing_slice_mm", "source_file",
     "intensity_offset", "intensity_scale", "has_roi",
 ]
-
-
 
 
 @dataclass
@@ -75,55 +85,200 @@ def crop_or_pad(array: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def collect_splits(studies: list[Study], assignment: dict[str, str], splits, size: int, percentile: float) -> dict:
-    """Normalise each study per volume, crop/pad to ``size`` and gather its slices under its split.
+SHARD_SLICES = 1024  # slices per shard file: 256 MiB of 256 x 256 float32
 
-    Returns ``{split: {"hr": [arrays], "roi": [arrays], "rows": [manifest rows]}}``; patients
-    missing from ``assignment`` are left out.
+
+class ShardWriter:
+    """Appends slices to a sharded array folder (``00000.npy`` ... and ``index.json``), holding at most
+    one shard in memory."""
+
+    def __init__(self, folder: str | Path, row_shape: tuple[int, ...], dtype, shard_slices: int = SHARD_SLICES):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.row_shape, self.dtype, self.shard_slices = tuple(int(v) for v in row_shape), np.dtype(dtype), shard_slices
+        self.rows: list[int] = []
+        self._buffer = np.empty((shard_slices,) + self.row_shape, self.dtype)
+        self._filled = 0
+
+    def append(self, slices: np.ndarray) -> None:
+        slices = np.asarray(slices)
+        if slices.shape[1:] != self.row_shape:
+            raise CardiacSRError(f"{self.folder}: slices of shape {slices.shape[1:]} do not fit an array of "
+                                 f"{self.row_shape} slices")
+        done = 0
+        while done < len(slices):
+            take = min(len(slices) - done, self.shard_slices - self._filled)
+            self._buffer[self._filled:self._filled + take] = slices[done:done + take]
+            self._filled += take
+            done += take
+            if self._filled == self.shard_slices:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._filled:
+            np.save(self.folder / f"{len(self.rows):05d}.npy", self._buffer[:self._filled])
+            self.rows.append(self._filled)
+            self._filled = 0
+
+    def close(self) -> tuple[int, ...]:
+        """Write the last shard and ``index.json``; returns the array's shape."""
+        self._flush()
+        self._buffer = None
+        shape = (sum(self.rows),) + self.row_shape
+        (self.folder / "index.json").write_text(json.dumps(
+            {"shape": list(shape), "dtype": self.dtype.str, "shard_rows": self.rows}) + "\n")
+        return shape
+
+
+def write_array(folder: str | Path, array: np.ndarray, shard_slices: int = SHARD_SLICES) -> tuple[int, ...]:
+    """Write a whole (N, ...) array as a sharded array folder."""
+    writer = ShardWriter(folder, array.shape[1:], array.dtype, shard_slices)
+    writer.append(array)
+    return writer.close()
+
+
+class ShardedArray:
+    """A read-only (N, ...) array stored as shards, read memory-mapped on demand.
+
+    ``a[i]`` (one slice), ``a[i:j]``, ``a[[i, j, k]]`` and ``a[i, rows, cols]`` return NumPy arrays;
+    ``np.asarray(a)`` reads everything (only for small arrays).  At most ``MAX_OPEN`` shards are kept
+    mapped at a time, so a dataset of thousands of shards never runs out of file handles.
     """
-    per_split = {s: {"hr": [], "roi": [], "rows": []} for s in splits}
-    for st in tqdm(studies, desc="normalise"):
-        split = assignment.get(st.patient_id)
-        if split is None:  # left out by an explicit split
-            continue
-        norm = fit_normalisation(st.image, percentile, name=f"patient {st.patient_id}")
-        bucket = per_split[split]
+
+    MAX_OPEN = 32
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        index = self.folder / "index.json"
+        if not index.is_file():
+            raise CardiacSRError(f"{self.folder}: not found (run the stage that writes it, e.g. `dvc repro`)")
+        meta = json.loads(index.read_text())
+        self.shape = tuple(meta["shape"])
+        self.dtype = np.dtype(meta["dtype"])
+        rows = meta["shard_rows"]
+        self.starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        self.files = [self.folder / f"{k:05d}.npy" for k in range(len(rows))]
+        self._open: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()  # tf.data reads patches from two threads
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _shard(self, k: int) -> np.ndarray:
+        with self._lock:
+            if k not in self._open:
+                while len(self._open) >= self.MAX_OPEN:
+                    self._open.pop(next(iter(self._open)))  # the oldest mapping
+                self._open[k] = np.load(self.files[k], mmap_mode="r")
+            return self._open[k]
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"{self.folder}: index {i} out of range for {n} slices")
+        i = i % n if n else i
+        k = int(np.searchsorted(self.starts, i, side="right") - 1)
+        return k, i - int(self.starts[k])
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            first, rest = key[0], key[1:]
+            if isinstance(first, (int, np.integer)):
+                k, r = self._locate(int(first))
+                return np.array(self._shard(k)[(r,) + rest])
+            return self[first][(slice(None),) + rest]
+        if isinstance(key, (int, np.integer)):
+            k, r = self._locate(int(key))
+            return np.array(self._shard(k)[r])
+        if isinstance(key, slice):
+            rows = range(*key.indices(len(self)))
+            return self._block(rows.start, rows.stop) if rows.step == 1 else self._rows(rows)
+        key = np.asarray(key)
+        if key.dtype == bool:
+            key = np.flatnonzero(key)
+        return self._rows(key.reshape(-1))
+
+    def _block(self, start: int, stop: int) -> np.ndarray:
+        """Slices start..stop-1, copied shard by shard."""
+        out = np.empty((max(0, stop - start),) + self.shape[1:], self.dtype)
+        for k in range(len(self.files)):
+            lo, hi = max(start, int(self.starts[k])), min(stop, int(self.starts[k + 1]))
+            if lo < hi:
+                out[lo - start:hi - start] = self._shard(k)[lo - int(self.starts[k]):hi - int(self.starts[k])]
+        return out
+
+    def _rows(self, indices) -> np.ndarray:
+        out = np.empty((len(indices),) + self.shape[1:], self.dtype)
+        for j, i in enumerate(indices):
+            k, r = self._locate(int(i))
+            out[j] = self._shard(k)[r]
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else out
+
+    def chunks(self, size: int):
+        """``(start, slices)`` for consecutive blocks of at most ``size`` slices."""
+        for start in range(0, len(self), size):
+            yield start, self[start:start + size]
+
+
+class DatasetWriter:
+    """Writes studies into a dataset folder as they come (normalised per volume, cropped or padded to
+    ``size``): HR and ROI sharded arrays per split, the manifest and the counts for ``info.json``."""
+
+    def __init__(self, folder: str | Path, splits, size: int, percentile: float):
+        self.folder, self.splits, self.size, self.percentile = Path(folder), list(splits), size, percentile
+        self.hr = {s: ShardWriter(self.folder / f"{s}_hr", (size, size), np.float32) for s in self.splits}
+        self.roi = {s: ShardWriter(self.folder / f"{s}_roi", (size, size), np.uint8) for s in self.splits}
+        self.rows = {s: [] for s in self.splits}
+
+    def add(self, st: Study, split: str) -> None:
+        norm = fit_normalisation(st.image, self.percentile, name=f"patient {st.patient_id}")
+        size, rows = self.size, self.rows[split]
         hr = crop_or_pad(norm.apply(st.image), size)
         roi = crop_or_pad(st.roi, size) if st.roi is not None else np.zeros(hr.shape, np.uint8)
         for s in range(st.n_slices):
             for t in range(st.n_phases):
-                bucket["rows"].append({
-                    "split": split, "index": len(bucket["rows"]), "patient": st.patient_id, "slice": s, "phase": t,
+                rows.append({
+                    "split": split, "index": len(rows), "patient": st.patient_id, "slice": s, "phase": t,
                     "rows": st.shape2d[0], "columns": st.shape2d[1],
                     "spacing_row_mm": st.spacing[0], "spacing_col_mm": st.spacing[1], "spacing_slice_mm": st.spacing[2],
                     "source_file": st.sources[s, t] if st.sources is not None else "",
                     "intensity_offset": norm.offset, "intensity_scale": norm.scale,
                     "has_roi": int(st.has_roi[s, t]) if st.has_roi is not None else 0,
                 })
-        bucket["hr"].append(hr.reshape(-1, size, size))
-        bucket["roi"].append(roi.reshape(-1, size, size).astype(np.uint8))
-    return per_split
+        self.hr[split].append(hr.reshape(-1, size, size))
+        self.roi[split].append(roi.reshape(-1, size, size).astype(np.uint8))
+
+    def close(self, info: dict) -> None:
+        """Finish the arrays, write ``manifest.csv``; fill ``info``'s slice counts and patients."""
+        for split in self.splits:
+            self.roi[split].close()
+            info["splits"][split] = int(self.hr[split].close()[0])
+            info["patients"][split] = sorted({r["patient"] for r in self.rows[split]})
+        with open(self.folder / "manifest.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            for split in self.splits:
+                writer.writerows(self.rows[split])
 
 
-def write_splits(folder: Path, per_split: dict, splits, size: int, info: dict) -> dict[str, np.ndarray]:
-    """Write ``{split}_hr.npy``, ``{split}_roi.npy`` and ``manifest.csv`` into ``folder``; fill ``info``'s
-    slice counts and patients; returns the HR arrays."""
-    rows, arrays = [], {}
-    for split in splits:
-        b = per_split[split]
-        hr = np.concatenate(b["hr"]) if b["hr"] else np.zeros((0, size, size), np.float32)
-        roi = np.concatenate(b["roi"]) if b["roi"] else np.zeros((0, size, size), np.uint8)
-        np.save(folder / f"{split}_hr.npy", hr.astype(np.float32))
-        np.save(folder / f"{split}_roi.npy", roi)
-        rows += b["rows"]
-        arrays[split] = hr
-        info["splits"][split] = int(len(hr))
-        info["patients"][split] = sorted({r["patient"] for r in b["rows"]})
-    with open(folder / "manifest.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return arrays
+def write_dataset(studies: Iterable[Study], assignment: dict[str, str], splits, folder: Path, size: int,
+                  percentile: float, info: dict, desc: str = "prepare") -> None:
+    """Normalise, crop and write each study into ``folder`` under its split as it comes (one study in
+    memory at a time; patients without a split are left out); fill ``info``."""
+    writer = DatasetWriter(folder, splits, size, percentile)
+    for st in tqdm(studies, total=sum(s in splits for s in assignment.values()), desc=f"{desc} patients"):
+        split = assignment.get(st.patient_id)
+        if split is not None:
+            writer.add(st, split)
+    writer.close(info)
 
 
 def _info(folder: str | Path) -> dict:
@@ -143,12 +298,10 @@ def prepared_splits(folder: str | Path) -> list[str]:
     return list(_info(folder)["splits"])
 
 
-def load_split(folder: str | Path, split: str, kind: str = "hr", mmap: bool = True) -> np.ndarray:
-    """Load ``{split}_{kind}.npy`` from a stage output folder, with a clear error if missing."""
-    path = Path(folder) / f"{split}_{kind}.npy"
-    if not path.is_file():
-        raise CardiacSRError(f"{path}: not found (run the stage that writes it, e.g. `dvc repro`)")
-    return np.load(path, mmap_mode="r" if mmap else None)
+def load_split(folder: str | Path, split: str, kind: str = "hr") -> ShardedArray:
+    """The sharded array ``{split}_{kind}`` of a stage output folder (memory-mapped), with a clear error
+    if it is missing."""
+    return ShardedArray(Path(folder) / f"{split}_{kind}")
 
 
 def read_manifest(folder: str | Path) -> list[dict]:
@@ -160,12 +313,12 @@ def read_manifest(folder: str | Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def load_pairs(prepared_dir: str | Path, degraded_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """HR (N, H, W) and LR (N, H/s, W/s) float32 arrays of one split (the LR array read into memory)."""
+def load_pairs(prepared_dir: str | Path, degraded_dir: str | Path, split: str) -> tuple[ShardedArray, ShardedArray]:
+    """HR (N, H, W) and LR (N, H/s, W/s) arrays of one split, memory-mapped, checked to agree."""
     hr = load_split(prepared_dir, split, "hr")
-    lr = load_split(degraded_dir, split, "lr", mmap=False)
+    lr = load_split(degraded_dir, split, "lr")
     if len(lr) != len(hr):
-        raise CardiacSRError(f"{Path(degraded_dir) / f'{split}_lr.npy'}: {len(lr)} LR slices but {len(hr)} HR "
+        raise CardiacSRError(f"{Path(degraded_dir) / f'{split}_lr'}: {len(lr)} LR slices but {len(hr)} HR "
                              f"slices; re-run dvc repro degrade")
     return hr, lr
 

@@ -128,19 +128,37 @@ def degrade_image(hr: np.ndarray, params: Degrade | dict) -> np.ndarray:
     return blur_bicubic(hr, deg.scale, deg.blur_sigma)
 
 
-def degrade_stack(hr: np.ndarray, params: Degrade | dict, rng: np.random.Generator,
-                  name: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """HR slices (N, H, W) -> LR (N, H/s, W/s) in [0, 1] and their bicubic baseline (N, H, W), float32."""
+def degrade_slices(hr, params: Degrade | dict, rng: np.random.Generator, lr_out, up_out, name: str = "",
+                   chunk: int = 256) -> None:
+    """HR slices (N, H, W), a NumPy or sharded array, -> LR (N, H/s, W/s) in [0, 1] and their bicubic
+    baseline (N, H, W), float32, appended chunk by chunk to ``lr_out`` and ``up_out`` (anything with an
+    ``append(array)`` method, such as :class:`cardiac_sr.dataset.ShardWriter`): memory stays bounded by
+    ``chunk`` slices.  The noise is drawn slice after slice from ``rng``, whatever the chunk size."""
     params = Degrade.of(params, "degrade")
     scale, sigma_noise = params.scale, params.noise_sigma
     n, h, w = hr.shape
     _check_scale(hr.shape, scale)
-    lr = np.zeros((n, h // scale, w // scale), np.float32)
-    up = np.zeros((n, h, w), np.float32)
-    for i in tqdm(range(n), desc=f"degrade {name}", mininterval=2):
-        x = add_rician_noise(degrade_image(hr[i], params), sigma_noise, rng)
-        lr[i] = np.clip(x, 0.0, 1.0)
-        up[i] = upsample_bicubic(lr[i], scale)
-    return lr, up
+    bar = tqdm(total=n, desc=f"degrade {name}", mininterval=2)
+    for start in range(0, n, chunk):
+        block = hr[start:start + chunk]
+        lr = np.zeros((len(block), h // scale, w // scale), np.float32)
+        up = np.zeros((len(block), h, w), np.float32)
+        for i, x in enumerate(block):
+            lr[i] = np.clip(add_rician_noise(degrade_image(x, params), sigma_noise, rng), 0.0, 1.0)
+            up[i] = upsample_bicubic(lr[i], scale)
+        lr_out.append(lr)
+        up_out.append(up)
+        bar.update(len(block))
+    bar.close()
 
 
+def degrade_stack(hr: np.ndarray, params: Degrade | dict, rng: np.random.Generator,
+                  name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """HR slices (N, H, W) -> LR (N, H/s, W/s) in [0, 1] and their bicubic baseline (N, H, W), float32,
+    in memory (:func:`degrade_slices` for datasets)."""
+    lr, up = [], []
+    degrade_slices(hr, params, rng, lr, up, name)
+    scale = Degrade.of(params, "degrade").scale
+    n, h, w = np.shape(hr)
+    return (np.concatenate(lr) if lr else np.zeros((0, h // scale, w // scale), np.float32),
+            np.concatenate(up) if up else np.zeros((0, h, w), np.float32))

@@ -106,27 +106,26 @@ def super_resolve_baseline(method: str, lr: np.ndarray, scale: int) -> np.ndarra
     return np.stack([fn(x, scale) for x in lr]).astype(np.float32)
 
 
-def super_resolve_model(model, lr: np.ndarray, scale: int, batch_size: int = 8) -> tuple[np.ndarray, float]:
-    """Run a loaded generator over LR slices; returns (SR, inference ms per slice after warm-up)."""
-    x = np.asarray(lr, np.float32)
-    super_resolve(model, x[:batch_size], scale, batch_size, progress=False)  # trace and warm up
-    t0 = time.perf_counter()
-    sr = super_resolve(model, x, scale, batch_size, progress=False)
-    return sr, 1000 * (time.perf_counter() - t0) / len(x)
+def super_resolve_model(model, lr: np.ndarray, scale: int, batch_size: int = 8) -> np.ndarray:
+    """Run a loaded generator over LR slices."""
+    return super_resolve(model, np.asarray(lr, np.float32), scale, batch_size, progress=False)
 
 
-def load_split_for_scoring(prepared_dir, degraded_dir, split: str) -> dict:
-    """HR, ROI, LR, bicubic and manifest rows of one split, checked to agree."""
-    data = {"hr": np.asarray(load_split(prepared_dir, split, "hr")),
-            "roi": np.asarray(load_split(prepared_dir, split, "roi")),
-            "lr": np.asarray(load_split(degraded_dir, split, "lr")),
-            "bicubic": np.asarray(load_split(degraded_dir, split, "bicubic")),
-            "manifest": [r for r in read_manifest(prepared_dir) if r["split"] == split]}
-    n = len(data["hr"])
-    if len(data["manifest"]) != n or len(data["lr"]) != n:
-        raise CardiacSRError(f"{prepared_dir}/{degraded_dir}: {split} split sizes disagree "
-                             f"(manifest {len(data['manifest'])}, HR {n}, LR {len(data['lr'])}); re-run dvc repro")
-    return data
+class SplitData:
+    """HR, ROI, LR, bicubic (memory-mapped sharded arrays) and manifest rows of one split, checked to agree."""
+
+    def __init__(self, prepared_dir, degraded_dir, split: str):
+        self.split = split
+        self.hr, self.roi = load_split(prepared_dir, split, "hr"), load_split(prepared_dir, split, "roi")
+        self.lr, self.bicubic = load_split(degraded_dir, split, "lr"), load_split(degraded_dir, split, "bicubic")
+        self.manifest = [r for r in read_manifest(prepared_dir) if r["split"] == split]
+        n = len(self.hr)
+        if len(self.manifest) != n or len(self.lr) != n or len(self.bicubic) != n or len(self.roi) != n:
+            raise CardiacSRError(f"{prepared_dir}/{degraded_dir}: {split} split sizes disagree (manifest "
+                                 f"{len(self.manifest)}, HR {n}, LR {len(self.lr)}); re-run dvc repro")
+
+    def __len__(self) -> int:
+        return len(self.hr)
 
 
 def next_phase(manifest: list[dict]) -> np.ndarray:
@@ -144,27 +143,53 @@ def temporal_scores(hr: np.ndarray, sr: np.ndarray, roi: np.ndarray, i: int, j: 
             temporal_psnr(hr[i][b], hr[j][b], sr[i][b], sr[j][b]))
 
 
-def score_slices(method: str, split: str, sr: np.ndarray, data: dict, scale: int, perceptual_weights: str) -> list[dict]:
-    """Per-slice metrics of one method's output ``sr`` on one split."""
-    hr, roi, manifest = data["hr"], data["roi"], data["manifest"]
-    boxes = [roi_box(m) for m in roi]
-    crops = [centred_crop(b, hr.shape[1:], PERCEPTUAL_CROP) for b in boxes]
-    perceptual = perceptual_distances(hr, sr, crops, perceptual_weights)
-    following = next_phase(manifest)
-    rows = []
-    for i in tqdm(range(len(hr)), desc=f"evaluate {method} on {split}", mininterval=2):
-        b = boxes[i]
-        tpsnr, roi_tpsnr = temporal_scores(hr, sr, roi, i, int(following[i]))
-        rows.append({
-            "split": split, "index": i, "patient": manifest[i]["patient"], "slice": int(manifest[i]["slice"]),
-            "phase": int(manifest[i]["phase"]),
-            **image_scores(hr[i], sr[i], b),
-            "perceptual": float(perceptual[i]),
-            "checkerboard": checkerboard_score(sr[i], data["bicubic"][i], scale),  # raw output: bicubic scores the floor
-            "tpsnr": tpsnr, "roi_tpsnr": roi_tpsnr,
-            "roi_fallback": int(not roi[i].any()),
-        })
-    return rows
+SCORE_CHUNK = 256  # slices in memory at a time while scoring (a multiple of every inference batch size)
+
+
+def score_split(method: str, data: SplitData, run, scale: int, perceptual_weights: str,
+                chunk: int = SCORE_CHUNK) -> tuple[list[dict], float]:
+    """Per-slice metrics of one method on one split, ``chunk`` slices at a time; ``run(lr) -> sr``.
+    Returns the rows and the inference time in ms per slice.
+
+    A slice's temporal PSNR needs the next phase's frame, which may lie in the next chunk: its row is
+    completed when that frame arrives (slices are in manifest order, phases consecutive)."""
+    following = next_phase(data.manifest)
+    rows: list[dict] = []
+    waiting: dict[int, tuple] = {}  # next-phase index -> (row, HR, SR, ROI of the slice waiting for it)
+    seconds = 0.0
+    bar = tqdm(total=len(data), desc=f"evaluate {method} on {data.split}", mininterval=2)
+    for start in range(0, len(data), chunk):
+        stop = min(len(data), start + chunk)
+        hr, roi = data.hr[start:stop], data.roi[start:stop]
+        t0 = time.perf_counter()
+        sr = run(data.lr[start:stop])
+        seconds += time.perf_counter() - t0
+        bicubic = data.bicubic[start:stop]
+        boxes = [roi_box(m) for m in roi]
+        crops = [centred_crop(b, hr.shape[1:], PERCEPTUAL_CROP) for b in boxes]
+        perceptual = perceptual_distances(hr, sr, crops, perceptual_weights)
+        for k in range(stop - start):
+            i, j, m = start + k, int(following[start + k]), data.manifest[start + k]
+            row = {"split": data.split, "index": i, "patient": m["patient"], "slice": int(m["slice"]),
+                   "phase": int(m["phase"]), **image_scores(hr[k], sr[k], boxes[k]),
+                   "perceptual": float(perceptual[k]),
+                   "checkerboard": checkerboard_score(sr[k], bicubic[k], scale),  # raw output: bicubic scores the floor
+                   "tpsnr": float("nan"), "roi_tpsnr": float("nan"), "roi_fallback": int(not roi[k].any())}
+            rows.append(row)
+            if i in waiting:  # the previous phase, from the chunk before, waited for this frame
+                prev, phr, psr, proi = waiting.pop(i)
+                prev["tpsnr"], prev["roi_tpsnr"] = temporal_scores(np.stack([phr, hr[k]]), np.stack([psr, sr[k]]),
+                                                                   np.stack([proi, roi[k]]), 0, 1)
+            if start <= j < stop:
+                row["tpsnr"], row["roi_tpsnr"] = temporal_scores(hr, sr, roi, k, j - start)
+            elif j >= stop:
+                waiting[j] = (row, hr[k], sr[k], roi[k])
+            elif j >= 0:
+                raise CardiacSRError(f"{data.split}: slice {i}'s next phase is slice {j}, earlier in the split; "
+                                     f"the manifest is not in phase order (re-run dvc repro prepare)")
+        bar.update(stop - start)
+    bar.close()
+    return rows, 1000 * seconds / max(1, len(data))
 
 
 def _split_summary(rows: list[dict]) -> dict:
@@ -181,9 +206,7 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
 
     if method in BASELINES:
         def run(lr):
-            t0 = time.perf_counter()
-            sr = super_resolve_baseline(method, lr, scale)
-            return sr, 1000 * (time.perf_counter() - t0) / len(lr)
+            return super_resolve_baseline(method, lr, scale)
     else:
         from .models import load_generator
 
@@ -201,13 +224,13 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
     splits = list(folders)
     per_split, times = {}, []
     for split in splits:
-        data = load_split_for_scoring(*folders[split], split)
-        if not len(data["hr"]):
+        data = SplitData(*folders[split], split)
+        if not len(data):
             per_split[split] = []
             continue
-        sr, ms = run(data["lr"])
+        run(data.lr[:8])  # trace and warm up before timing
+        per_split[split], ms = score_split(method, data, run, scale, perceptual_weights)
         times.append(ms)
-        per_split[split] = score_slices(method, split, sr, data, scale, perceptual_weights)
     summary = {"method": method, **_split_summary(per_split["test"]),
                "inference_ms_per_slice": round(times[0], 3) if times else None, **(extra or {})}
     if EXTERNAL in per_split:

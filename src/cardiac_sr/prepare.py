@@ -10,21 +10,23 @@ ROI masks, manifest) atomically.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import multiprocessing as mp
+from collections import deque
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
-from .dataset import collect_splits, write_splits
+from .dataset import write_dataset
 from .errors import CardiacSRError
 from .fileio import atomic_dir
 from .names import SPLITS
 from .params import Prepare
 from .phantom import PhantomConfig, PhantomGenerator, phantom_id
-from .readers import read_studies
+from .readers import scan_studies
 from .study import Study
 
 log = logging.getLogger(__name__)
@@ -119,19 +121,34 @@ def _phantom_study(args):
     return PhantomGenerator(cfg, seed).study(index)
 
 
+def _bounded_map(fn, jobs: list, workers: int):
+    """``fn`` over ``jobs`` in order, in ``workers`` processes, at most ``2 x workers`` results ahead of
+    the consumer (``Pool.imap`` would queue every finished study in memory)."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(fn, jobs)
+        return
+    with mp.get_context().Pool(workers) as pool:
+        pending = deque()
+        todo = iter(jobs)
+        for job in itertools.islice(todo, 2 * workers):
+            pending.append(pool.apply_async(fn, (job,)))
+        while pending:
+            result = pending.popleft().get()
+            job = next(todo, None)
+            if job is not None:
+                pending.append(pool.apply_async(fn, (job,)))
+            yield result
+
+
 def phantom_studies(n_patients: int, seed: int, cfg: PhantomConfig | list[PhantomConfig],
-                    workers: int = 2) -> list[Study]:
-    """Generate ``n_patients`` phantom studies (one config, or one per patient), in parallel over patients
-    (deterministic)."""
+                    workers: int = 2) -> Iterator[Study]:
+    """Generate ``n_patients`` phantom studies (one config, or one per patient), in parallel over
+    patients (deterministic), one after the other."""
     if n_patients < 1:
         raise CardiacSRError(f"prepare.phantom.patients must be >= 1, got {n_patients}")
     cfgs = cfg if isinstance(cfg, list) else [cfg] * n_patients
     jobs = [(cfgs[i], seed, i) for i in range(n_patients)]
-    desc = "phantom patients"
-    if workers > 1 and n_patients > 1:
-        with mp.get_context().Pool(workers) as pool:
-            return list(tqdm(pool.imap(_phantom_study, jobs), total=n_patients, desc=desc))
-    return [_phantom_study(j) for j in tqdm(jobs, desc=desc)]
+    yield from _bounded_map(_phantom_study, jobs, workers)
 
 
 def _phantom_configs(cfg: PhantomConfig, prep: Prepare) -> list[PhantomConfig]:
@@ -147,16 +164,34 @@ def _phantom_configs(cfg: PhantomConfig, prep: Prepare) -> list[PhantomConfig]:
     return [randomised if assignment.get(pid) in ph.randomise_splits else cfg for pid in ids]
 
 
-def load_studies(prep: Prepare) -> list[Study]:
-    """The studies named by the ``prepare`` params."""
+def scan(prep: Prepare) -> list[tuple[str, Callable | None]]:
+    """``(patient id, load)`` for each study the ``prepare`` params name, in order, without reading any
+    image (DICOM headers only); ``load`` is None for the phantom (generated in :func:`iter_studies`)."""
     if prep.source != "phantom":
-        return read_studies(prep.source, prep.path, contours=prep.contours, strict=prep.strict)
-    ph = prep.phantom
-    if ph is None:
+        return scan_studies(prep.source, prep.path, contours=prep.contours, strict=prep.strict)
+    return [(phantom_id(i), None) for i in range(_phantom(prep).patients)]
+
+
+def _phantom(prep: Prepare):
+    if prep.phantom is None:
         raise CardiacSRError("params.yaml: missing param 'prepare.phantom'")
+    return prep.phantom
+
+
+def iter_studies(prep: Prepare, scanned: list | None = None, keep: set[str] | None = None) -> Iterator[Study]:
+    """The studies named by the ``prepare`` params (``scanned``: what :func:`scan` returned), one at a
+    time; real studies outside ``keep`` are not read."""
+    if prep.source != "phantom":
+        for pid, load in scanned if scanned is not None else scan(prep):
+            if keep is None or pid in keep:
+                st = load()
+                if st is not None:
+                    yield st
+        return
+    ph = _phantom(prep)
     cfg = PhantomConfig(slices=ph.slices, phases=ph.phases, size=ph.size, spacing_mm=ph.spacing_mm,
                         slice_thickness_mm=ph.slice_thickness_mm, snr=ph.snr)
-    return phantom_studies(ph.patients, prep.seed, _phantom_configs(cfg, prep), workers=prep.workers)
+    yield from phantom_studies(ph.patients, prep.seed, _phantom_configs(cfg, prep), workers=prep.workers)
 
 
 def prepare(prep: Prepare | dict, scale: int, out_dir: str | Path, allow_empty_test: bool = False) -> dict:
@@ -167,16 +202,13 @@ def prepare(prep: Prepare | dict, scale: int, out_dir: str | Path, allow_empty_t
     prep = Prepare.of(prep, "prepare")
     if prep.hr_size % scale:
         raise CardiacSRError(f"prepare.hr_size {prep.hr_size} must be a multiple of degrade.scale {scale}")
-    studies = load_studies(prep)
-    assignment = split_patients([s.patient_id for s in studies], prep.split, prep.seed,
-                                allow_empty_test=allow_empty_test)
-    per_split = collect_splits(studies, assignment, SPLITS, prep.hr_size, prep.percentile)
+    scanned = scan(prep)
+    assignment = split_patients([pid for pid, _ in scanned], prep.split, prep.seed, allow_empty_test=allow_empty_test)
     info = {"source": prep.source, "hr_size": prep.hr_size, "percentile": prep.percentile,
             "splits": {}, "patients": {}}
     with atomic_dir(out_dir) as tmp:
-        write_splits(tmp, per_split, SPLITS, prep.hr_size, info)
+        write_dataset(iter_studies(prep, scanned, keep=set(assignment)), assignment, SPLITS, tmp, prep.hr_size,
+                      prep.percentile, info)
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info("prepared %s", info["splits"])
     return info
-
-

@@ -26,22 +26,28 @@ NIfTI
     as stored: ``image[s, t] = data[:, :, s, t]``, so writing back is the
     exact inverse.  Spacing comes from the header zooms.
 
+``scan_dicom``/``scan_nifti``/``scan_studies`` list a collection's studies as
+``(patient id, load)`` pairs after reading only headers, so ``prepare`` holds one
+study in memory at a time however large the collection; ``read_*`` load them all.
+
 The reader keeps what a writer needs (DICOM headers without pixel data, the
 NIfTI header and affine) on the ``Study``, so :mod:`cardiac_sr.writers` never
-re-reads a file.  The module is a little over 400 lines on purpose: it is the
-one place that turns files (DICOM, Sunnybrook contours, NIfTI, ``.npy``) into
-a ``Study``.
+re-reads a file.  The module is about 500 lines on purpose: it is the one
+place that turns files (DICOM, Sunnybrook contours, NIfTI, ``.npy``) into a
+``Study``.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import os
 import re
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -132,9 +138,26 @@ def _patient_key(ds, path: Path, root: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else root.name
 
 
-def read_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = None,
-               strict: bool = False) -> list[Study]:
-    """Read every cine study under ``path`` (see the module docstring)."""
+def _read_dicom_header(path: Path):
+    """The dataset of one DICOM file without its pixel data, or raise CardiacSRError."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise CardiacSRError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc})") from exc
+    if "Rows" not in ds or "Columns" not in ds:  # a truncated file, or DICOM that holds no image
+        raise CardiacSRError(f"{path}: not a readable DICOM image (no image rows and columns in its header)")
+    return ds
+
+
+def scan_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = None,
+               strict: bool = False) -> list[tuple[str, Callable[[], Study]]]:
+    """The cine studies under ``path`` as ``(patient id, load)`` pairs, sorted by patient: the headers
+    are read now (to group the files by patient), the pixels only when ``load()`` is called, so a
+    large collection is read one study at a time."""
     import pydicom
 
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE  # real UIDs are often malformed
@@ -145,8 +168,26 @@ def read_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = Non
     candidates = [f for f in _files_under(root) if _looks_like_dicom(f)]
     if not candidates:
         raise CardiacSRError(f"{root}: no DICOM files found")
-    images: dict[str, list[tuple]] = defaultdict(list)
+    files: dict[str, list[Path]] = defaultdict(list)
     for f in candidates:
+        try:
+            ds = _read_dicom_header(f)
+        except CardiacSRError as exc:
+            if strict:
+                raise
+            log.warning("skipping %s", exc)
+            continue
+        files[_patient_key(ds, f, root)].append(f)
+    if not files:
+        raise CardiacSRError(f"{root}: no readable DICOM image")
+    contour_index = _find_contours(root, contours)
+    return [(pid, functools.partial(_load_dicom_study, pid, fs, contour_index, strict))
+            for pid, fs in sorted(files.items())]
+
+
+def _load_dicom_study(pid: str, files: list[Path], contour_index: dict, strict: bool) -> Study | None:
+    items = []
+    for f in files:
         try:
             ds, pixels = _read_one_dicom(f)
         except CardiacSRError as exc:
@@ -154,12 +195,19 @@ def read_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = Non
                 raise
             log.warning("skipping %s", exc)
             continue
-        images[_patient_key(ds, f, root)].append((ds, pixels, f))
-    if not images:
-        raise CardiacSRError(f"{root}: no readable DICOM image")
-    contour_index = _find_contours(root, contours)
-    studies = [_assemble_dicom_study(pid, items, contour_index) for pid, items in sorted(images.items())]
-    return studies
+        items.append((ds, pixels, f))
+    if not items:
+        if strict:
+            raise CardiacSRError(f"patient {pid}: no readable DICOM image among its {len(files)} files")
+        log.warning("skipping patient %s: no readable DICOM image among its %d files", pid, len(files))
+        return None
+    return _assemble_dicom_study(pid, items, contour_index)
+
+
+def read_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = None,
+               strict: bool = False) -> list[Study]:
+    """Read every cine study under ``path`` (see the module docstring)."""
+    return _loaded(scan_dicom(path, contours, strict), path)
 
 
 def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> Study:
@@ -332,39 +380,86 @@ def read_nifti_file(path: str | os.PathLike) -> Study:
     )
 
 
-def read_nifti(path: str | os.PathLike, strict: bool = False) -> list[Study]:
-    """Read a NIfTI file, or every cine NIfTI under a folder (label files skipped)."""
+def _check_nifti_header(path: Path) -> None:
+    """What can be checked of a NIfTI file without reading its voxels (raise CardiacSRError)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise CardiacSRError(f"{path}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
+    if not 2 <= len(img.shape) <= 4:
+        raise CardiacSRError(f"{path}: has {len(img.shape)} dimensions {img.shape}; expected 2D, 3D (x, y, slices) "
+                             "or 4D (x, y, slices, phases)")
+
+
+def scan_nifti(path: str | os.PathLike, strict: bool = False) -> list[tuple[str, Callable[[], Study]]]:
+    """A NIfTI file, or every cine NIfTI under a folder (label files skipped), as ``(patient id, load)``
+    pairs: headers checked now, voxels read when ``load()`` is called."""
     root = _require_path(path)
     if root.is_file():
-        return [read_nifti_file(root)]
+        return [(_nifti_patient_id(root), functools.partial(read_nifti_file, root))]
     files = [f for f in _files_under(root) if _is_nifti(f) and "_gt" not in f.name]
     preferred = [f for f in files if re.search(r"_(4d|sa)\.nii(\.gz)?$", f.name)]
     files = preferred or files
     if not files:
         raise CardiacSRError(f"{root}: no NIfTI (.nii, .nii.gz) volumes found")
-    studies = []
+    found = []
     for f in files:
         try:
-            studies.append(read_nifti_file(f))
+            _check_nifti_header(f)
         except CardiacSRError as exc:
             if strict:
                 raise
             log.warning("skipping %s", exc)
-    if not studies:
+            continue
+        found.append((_nifti_patient_id(f), functools.partial(_load_nifti, f, strict)))
+    if not found:
         raise CardiacSRError(f"{root}: no readable NIfTI volume")
+    return found
+
+
+def _load_nifti(path: Path, strict: bool) -> Study | None:
+    """One volume of a folder; ``None`` (with a warning) when it cannot be read and ``strict`` is off."""
+    try:
+        return read_nifti_file(path)
+    except CardiacSRError as exc:
+        if strict:
+            raise
+        log.warning("skipping %s", exc)
+        return None
+
+
+def read_nifti(path: str | os.PathLike, strict: bool = False) -> list[Study]:
+    """Read a NIfTI file, or every cine NIfTI under a folder (label files skipped)."""
+    return _loaded(scan_nifti(path, strict), path)
+
+
+def _loaded(pairs: list, path) -> list[Study]:
+    studies = [st for st in (load() for _, load in pairs) if st is not None]
+    if not studies:
+        raise CardiacSRError(f"{path}: no readable study")
     return studies
+
+
+def scan_studies(source: str, path: str | os.PathLike | None, contours=None,
+                 strict: bool = False) -> list[tuple[str, Callable[[], Study]]]:
+    """``(patient id, load)`` for each study of ``source`` 'dicom' or 'nifti' at ``path``; ``load()``
+    reads the study (one at a time: memory stays bounded by the largest study), or returns ``None``
+    with a warning for an unreadable volume when ``strict`` is off."""
+    if path is None or str(path).strip() == "":
+        raise CardiacSRError(f"source '{source}' needs a path (prepare.path)")
+    if source == "dicom":
+        return scan_dicom(path, contours=contours, strict=strict)
+    if source == "nifti":
+        return scan_nifti(path, strict=strict)
+    choice(source, ("dicom", "nifti"), "source", source="readers")
+    raise AssertionError(source)  # both valid sources are read above
 
 
 def read_studies(source: str, path: str | os.PathLike | None, contours=None, strict: bool = False) -> list[Study]:
     """Read studies from ``source`` 'dicom' or 'nifti' at ``path``."""
-    if path is None or str(path).strip() == "":
-        raise CardiacSRError(f"source '{source}' needs a path (prepare.path)")
-    if source == "dicom":
-        return read_dicom(path, contours=contours, strict=strict)
-    if source == "nifti":
-        return read_nifti(path, strict=strict)
-    choice(source, ("dicom", "nifti"), "source", source="readers")
-    raise AssertionError(source)  # both valid sources are read above
+    return _loaded(scan_studies(source, path, contours, strict), path)
 
 
 def detect_format(path: str | os.PathLike) -> str:

@@ -53,35 +53,47 @@ def model_config(params: dict, name: str) -> tuple[Train, int]:
 # ----------------------------------------------------------------------------- data
 
 
-def patch_dataset(hr: np.ndarray, lr: np.ndarray, scale: int, patch_size: int, batch_size: int,
+def patch_batch(hr, lr, scale: int, patch_size: int, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (LR, HR) patch pairs for one batch's random draws (B, 5): slice, row, column, rot90, flip.
+
+    ``hr`` and ``lr`` are NumPy or memory-mapped sharded arrays: only the patches are read."""
+    n, h, w = lr.shape
+    lp = patch_size // scale
+    lo = np.empty((len(draws), lp, lp, 1), np.float32)
+    hi = np.empty((len(draws), patch_size, patch_size, 1), np.float32)
+    for b, (ri, ry, rx, rk, rf) in enumerate(np.asarray(draws, np.int64)):
+        i, y, x = int(ri % n), int(ry % (h - lp + 1)), int(rx % (w - lp + 1))
+        low = np.rot90(lr[i, y:y + lp, x:x + lp], int(rk % 4))  # counter-clockwise, as tf.image.rot90
+        high = np.rot90(hr[i, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale], int(rk % 4))
+        if rf % 2 == 1:
+            low, high = low[:, ::-1], high[:, ::-1]
+        lo[b, ..., 0], hi[b, ..., 0] = low, high
+    return lo, hi
+
+
+def patch_dataset(hr, lr, scale: int, patch_size: int, batch_size: int,
                   seed: int, start_step: int = 0, steps: int | None = None):
-    """tf.data of (LR, HR) patch batches; batch ``k`` depends only on (seed, k)."""
+    """tf.data of (LR, HR) patch batches; batch ``k`` depends only on (seed, k).
+
+    The random draws are TensorFlow's stateless ones, seeded by (seed, k x 100003 + j) for patch j;
+    the patches are read from ``hr``/``lr`` (NumPy or memory-mapped sharded arrays, see
+    :mod:`cardiac_sr.dataset`) by :func:`patch_batch`, so the dataset never has to fit in memory."""
     import tensorflow as tf
 
     n, h, w = lr.shape
     lp = patch_size // scale
     if lp > h or lp > w:
         raise CardiacSRError(f"train.patch_size {patch_size} is larger than the HR slices ({h * scale})")
-    hr_t = tf.constant(hr[..., None])
-    lr_t = tf.constant(lr[..., None])
 
-    def one_patch(step, j):
+    def draw(step, j):
         s = tf.stack([tf.cast(seed, tf.int64), step * 100_003 + j])
-        r = tf.random.stateless_uniform([5], seed=s, minval=0, maxval=1 << 30, dtype=tf.int64)
-        i = r[0] % n
-        y, x = r[1] % (h - lp + 1), r[2] % (w - lp + 1)
-        lo = lr_t[i, y:y + lp, x:x + lp]
-        hi = hr_t[i, y * scale:(y + lp) * scale, x * scale:(x + lp) * scale]
-        k = tf.cast(r[3] % 4, tf.int32)
-        lo, hi = tf.image.rot90(lo, k), tf.image.rot90(hi, k)
-        flip = r[4] % 2 == 1
-        lo = tf.cond(flip, lambda: tf.image.flip_left_right(lo), lambda: lo)
-        hi = tf.cond(flip, lambda: tf.image.flip_left_right(hi), lambda: hi)
-        return lo, hi
+        return tf.random.stateless_uniform([5], seed=s, minval=0, maxval=1 << 30, dtype=tf.int64)
 
     def batch(step):
         js = tf.range(batch_size, dtype=tf.int64)
-        lo, hi = tf.map_fn(lambda j: one_patch(step, j), js, fn_output_signature=(tf.float32, tf.float32))
+        draws = tf.map_fn(lambda j: draw(step, j), js, fn_output_signature=tf.int64)
+        lo, hi = tf.numpy_function(lambda d: patch_batch(hr, lr, scale, patch_size, d), [draws],
+                                   (tf.float32, tf.float32), stateful=False)
         return tf.ensure_shape(lo, [batch_size, lp, lp, 1]), tf.ensure_shape(hi, [batch_size, patch_size, patch_size, 1])
 
     end = start_step + steps if steps is not None else np.iinfo(np.int64).max
@@ -245,8 +257,8 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         log.warning("%s: the val split is empty, so this run reports no validation loss or PSNR", name)
     vsel = np.linspace(0, len(vhr) - 1, min(cfg.val_slices, len(vhr))).astype(int)
     init = init_path(cfg, name)
-    fp = fingerprint({"name": name, "scale": scale, **cfg.as_dict()}, [Path(prepared_dir) / "train_hr.npy", Path(degraded_dir) / "train_lr.npy"]
-                     + ([init] if init else []) + CODE_FILES)
+    fp = fingerprint({"name": name, "scale": scale, **cfg.as_dict()}, hr.files + lr.files + ([init] if init else [])
+                     + CODE_FILES)
 
     strategy = make_strategy(cfg.strategy)
     with strategy.scope():
