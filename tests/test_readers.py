@@ -123,6 +123,28 @@ def test_corrupt_dicom_among_good_is_skipped_with_warning_or_fails_strict(tmp_pa
         read_dicom(tmp_path / "d", strict=True)
 
 
+def test_scanning_reads_headers_only_and_loads_one_study_at_a_time(tmp_path, sunnybrook, monkeypatch):
+    """prepare, external, predict and assess scan a collection first and read one study's pixels at a time."""
+    from cardiac_sr import readers
+
+    _copy_images(sunnybrook / "SCD0000101", tmp_path / "root" / "A", n=6)
+    _copy_images(sunnybrook / "SCD0000101", tmp_path / "root" / "B", n=4)
+    for f in (tmp_path / "root" / "B").iterdir():  # another patient
+        ds = pydicom.dcmread(f)
+        ds.PatientID = "B"
+        ds.save_as(f)
+    pixel_reads = []
+    real = readers._read_one_dicom
+    monkeypatch.setattr(readers, "_read_one_dicom", lambda f: pixel_reads.append(f) or real(f))
+    scanned = readers.scan_dicom(tmp_path / "root")
+    ids = [pid for pid, _ in scanned]
+    assert len(ids) == 2 and "B" in ids and pixel_reads == []  # headers only
+    first = scanned[0][1]()
+    assert first.patient_id == ids[0] and len(pixel_reads) == first.image.shape[0] * first.image.shape[1]
+    fmt, pairs = readers.scan_input(tmp_path / "root")
+    assert fmt == "dicom" and [pid for pid, _ in pairs] == ids
+
+
 def test_rgb_dicom_is_a_clear_error(tmp_path, sunnybrook):
     _copy_images(sunnybrook / "SCD0000101", tmp_path / "d", n=3)
     f = tmp_path / "d" / "2.dcm"

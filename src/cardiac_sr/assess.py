@@ -15,10 +15,11 @@ import numpy as np
 
 from .dataset import fit_normalisation
 from .degradation import degrade_image, upsample_bicubic
+from .errors import CardiacSRError
 from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
 from .metrics import detail_agreement, detail_sums, image_scores, roi_box, temporal_psnr
 from .names import DEFAULT_MODEL
-from .readers import read_input
+from .readers import scan_input
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str | None = None, scal
     if percentile is not None and percentile != own["percentile"]:
         log.warning("assess: percentile %r overrides the model's own %r", percentile, own["percentile"])
     percentile = own["percentile"] if percentile is None else percentile
-    in_fmt, studies = read_input(input_path, strict=False)
+    in_fmt, scanned = scan_input(input_path, strict=False)  # one study in memory at a time
     rows = []
-    for st in studies:
+    for st in (load() for _, load in scanned):
+        if st is None:
+            continue
         s, t, h, w = st.image.shape
         hc, wc = h - h % scale, w - w % scale  # crop (never pad) so every score is on real pixels
         r0, c0 = (h - hc) // 2, (w - wc) // 2
@@ -82,6 +85,8 @@ def assess(input_path, model_path=DEFAULT_MODEL, method: str | None = None, scal
         row["detail_corr"], row["detail_scale"] = detail_agreement(detail)
         row["_per_image"], row["_detail"] = per, detail
         rows.append(row)
+    if not rows:
+        raise CardiacSRError(f"{input_path}: no readable study")
     overall = {"patient": "overall", "images": sum(r["images"] for r in rows),
                "roi_images": sum(r["roi_images"] for r in rows)}
     for k in rows[0]["_per_image"]:

@@ -38,7 +38,7 @@ from .fileio import atomic_dir, atomic_file
 from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
 from .names import DEFAULT_MODEL
 from .params import choice
-from .readers import read_input
+from .readers import scan_input
 from .study import Study
 from .writers import check_output, output_format, write_prediction
 
@@ -120,30 +120,35 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
         if Path(preview).suffix.lower() != ".gif":
             raise CardiacSRError(f"{preview}: --preview writes an animated GIF; name it *.gif")
         preview = check_output(preview, overwrite, "gif")
-    in_fmt, studies = read_input(input_path)
+    in_fmt, scanned = scan_input(input_path)  # headers only: one study in memory at a time
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
     model = load_model(model_path)
     scale = model_scale(model, expected=PIPELINE_SCALE)
     if percentile is None:  # the normalisation the model was trained with
         percentile = model_preprocessing(model_path, scale)["percentile"]
-    multi = len(studies) > 1
+    multi = len(scanned) > 1
     if multi and fmt != "dicom":
-        raise CardiacSRError(f"{input_path}: holds {len(studies)} studies; write them as DICOM (an output folder)")
+        raise CardiacSRError(f"{input_path}: holds {len(scanned)} studies; write them as DICOM (an output folder)")
     extra = [_sibling(output, "uncertainty"), _sibling(output, "warning")] if uncertainty else []
     for p in extra:
         check_output(p, overwrite, fmt)
     written = []
     model_name = Path(model_path).stem
-    dtype = np.dtype(studies[0].meta["dtype"]) if in_fmt == "npy" else None
-    for study in studies:
+    dtype = None
+    for number, (_, load) in enumerate(scanned):
+        study = load()
+        if study is None:  # an unreadable study among others (a warning was logged)
+            continue
+        if in_fmt == "npy":
+            dtype = np.dtype(study.meta["dtype"])
         pred = predict_study(model, study, scale, percentile, uncertainty, batch_size, tile, progress, ensemble)
         target = output / study.patient_id if multi else output
         if multi:
             output.mkdir(exist_ok=True)
         write_prediction(pred.sr, study, target, fmt, scale, model_name, "super-resolved", dtype, progress)
         written.append(target)
-        if preview is not None and study is studies[0]:
+        if preview is not None and number == 0:
             written.append(write_preview(study, pred.sr, scale, preview, percentile))
         if uncertainty:
             for base, vol, desc in ((extra[0], pred.uncertainty, "SR uncertainty"),
@@ -154,6 +159,8 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
                 write_prediction(vol, study, tgt, fmt, scale, model_name, desc,
                                  np.float32 if fmt != "dicom" else None, progress)
                 written.append(tgt)
+    if not written:
+        raise CardiacSRError(f"{input_path}: no readable study")
     return written
 
 

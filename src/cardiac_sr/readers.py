@@ -477,17 +477,24 @@ def detect_format(path: str | os.PathLike) -> str:
     return "dicom"
 
 
-def read_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[Study]]:
-    """(format, studies) of a DICOM folder/root, a NIfTI file or a .npy stack."""
+def scan_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[tuple[str, Callable]]]:
+    """(format, ``(patient id, load)`` pairs) of a DICOM folder/root, a NIfTI file or a .npy stack:
+    ``predict`` and ``assess`` read one study at a time."""
     fmt = detect_format(path)
     if fmt == "npy":
-        return fmt, [read_npy(path)]
+        return fmt, [(Path(path).stem, functools.partial(read_npy, path))]
     if fmt == "nifti":
         p = Path(path)
         if p.is_dir():
             raise CardiacSRError(f"{p}: give one NIfTI file (.nii or .nii.gz), not a folder")
-        return fmt, [read_nifti_file(p)]
-    return fmt, read_dicom(path, strict=strict)
+        return fmt, [(_nifti_patient_id(p), functools.partial(read_nifti_file, p))]
+    return fmt, scan_dicom(path, strict=strict)
+
+
+def read_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[Study]]:
+    """(format, studies) of a DICOM folder/root, a NIfTI file or a .npy stack."""
+    fmt, scanned = scan_input(path, strict)
+    return fmt, _loaded(scanned, path)
 
 
 def read_npy(path: str | os.PathLike) -> Study:
