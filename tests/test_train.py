@@ -155,6 +155,76 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data):
     assert (tmp_path / "m.keras").is_file()
 
 
+_WORKER = textwrap.dedent("""
+    import json, logging, sys
+    logging.basicConfig(level=logging.INFO)
+    from cardiac_sr.runtime import start_tensorflow
+    start_tensorflow()
+    from cardiac_sr.train import train_model
+    params, prepared, degraded, out = json.loads(sys.argv[1]), *sys.argv[2:]
+    train_model("mse-TS", params, prepared, degraded, model_path=f"{out}/mse-TS.keras",
+                live_dir=f"{out}/dvclive", summary_path=f"{out}/summary.json", scratch_dir=f"{out}/scratch")
+""")
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_training_on_two_local_workers(tmp_path, tiny_data, tiny_params):
+    """train.strategy multiworker: two worker processes on localhost (TF_CONFIG) train together, end with
+    identical weights, and match a single-process run of the same params (they saw the same batches)."""
+    params = dict(tiny_params, train=dict(tiny_params["train"], strategy="multiworker"))
+    hosts = [f"localhost:{p}" for p in _free_ports(2)]
+    out = tmp_path / "mw"
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                                     "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(params), *map(str, tiny_data),
+                                       str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert "num_workers = 2" in logs[0] and "2 replica(s)" in logs[0]
+    chief, other = _weights(out / "mse-TS.keras"), _weights(out / "scratch" / "mse-TS.worker1" / "mse-TS.keras")
+    for a, b in zip(chief, other, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (out / "dvclive" / "metrics.json").is_file() and json.loads((out / "summary.json").read_text())["epochs"] == 2
+    single, _ = _train(tmp_path, tiny_data, tiny_params, tag="single")
+    for a, b in zip(chief, _weights(single / "mse-TS.keras"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # the sum of two half-batch gradients: round-off only
+
+
+def test_multiworker_needs_tf_config(tiny_data, tiny_params, tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    params = dict(tiny_params, train=dict(tiny_params["train"], strategy="multiworker"))
+    with pytest.raises(CardiacSRError, match="needs the TF_CONFIG environment variable"):
+        _train(tmp_path, tiny_data, params)
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}')
+    with pytest.raises(CardiacSRError, match="TF_CONFIG: not a worker cluster spec"):
+        _train(tmp_path, tiny_data, params)
+
+
+def test_batch_parts_of_all_replicas_make_the_single_batch(tiny_data):
+    hr, lr = load_pairs(*tiny_data, "train")
+    whole = list(patch_dataset(hr, lr, 4, 32, 8, seed=2, start_step=1, steps=2))
+    worker0 = list(patch_dataset(hr, lr, 4, 32, 8, seed=2, start_step=1, steps=2, parts=(0, 4, 2)))
+    worker1 = list(patch_dataset(hr, lr, 4, 32, 8, seed=2, start_step=1, steps=2, parts=(2, 4, 2)))
+    for k in range(2):  # per step: worker 0 yields parts 0 and 1, worker 1 parts 2 and 3 (2 patches each)
+        joined = np.concatenate([worker0[2 * k][1], worker0[2 * k + 1][1], worker1[2 * k][1], worker1[2 * k + 1][1]])
+        np.testing.assert_array_equal(joined, whole[k][1])
+    with pytest.raises(CardiacSRError, match="not a multiple of the 3 replicas"):
+        patch_dataset(hr, lr, 4, 32, 8, seed=2, parts=(0, 3, 1))
+
+
 def test_config_errors(tiny_params):
     with pytest.raises(CardiacSRError, match="valid values: perceptual-TS"):
         split_model_name("mse-XX")
@@ -261,5 +331,5 @@ def test_a_code_change_invalidates_the_checkpoint(tmp_path, tiny_data):
     a = train.fingerprint({"epochs": 1}, files + [code])
     code.write_text("x = 2\n")
     assert train.fingerprint({"epochs": 1}, files + [code]) != a
-    assert {p.name for p in train.CODE_FILES} == {"train.py", "callbacks.py", "models.py", "losses.py"}
+    assert {p.name for p in train.CODE_FILES} == {"train.py", "callbacks.py", "models.py", "losses.py", "distributed.py"}
     assert all(p.is_file() for p in train.CODE_FILES)

@@ -21,7 +21,7 @@ SOURCES = ("phantom", "dicom", "nifti")
 DEGRADATIONS = ("blur_bicubic", "kspace")
 WINDOWS = ("none", "hann", "tukey")  # k-space apodisation (degrade.window)
 OPTIMIZERS = ("adam",)
-STRATEGIES = ("auto", "default", "mirrored")  # train.strategy (auto: MirroredStrategy when > 1 GPU)
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # train.strategy (auto: MirroredStrategy when > 1 GPU)
 UP_INITS = ("bilinear", "glorot_uniform")  # train.up_init: the TS kernels' start
 
 # default paths of the pipeline's outputs (dvc.yaml passes them on the command line)

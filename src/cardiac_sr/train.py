@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import load_pairs
+from .distributed import fit_multiworker, worker_task
 from .errors import CardiacSRError, Interrupted
 from .fileio import atomic_file, write_json
 from .names import split_model_name
@@ -72,32 +73,43 @@ def patch_batch(hr, lr, scale: int, patch_size: int, draws: np.ndarray) -> tuple
 
 
 def patch_dataset(hr, lr, scale: int, patch_size: int, batch_size: int,
-                  seed: int, start_step: int = 0, steps: int | None = None):
+                  seed: int, start_step: int = 0, steps: int | None = None, parts: tuple[int, int, int] = (0, 1, 1)):
     """tf.data of (LR, HR) patch batches; batch ``k`` depends only on (seed, k).
 
     The random draws are TensorFlow's stateless ones, seeded by (seed, k x 100003 + j) for patch j;
     the patches are read from ``hr``/``lr`` (NumPy or memory-mapped sharded arrays, see
-    :mod:`cardiac_sr.dataset`) by :func:`patch_batch`, so the dataset never has to fit in memory."""
+    :mod:`cardiac_sr.dataset`) by :func:`patch_batch`, so the dataset never has to fit in memory.
+
+    ``parts = (first, count, here)``: for training across replicas, each batch is cut into ``count``
+    parts of ``batch_size / count`` patches and this dataset yields, per step, the ``here`` parts from
+    ``first`` on (one per local replica): all replicas together see exactly the single-process batches.
+    """
     import tensorflow as tf
 
     n, h, w = lr.shape
     lp = patch_size // scale
     if lp > h or lp > w:
         raise CardiacSRError(f"train.patch_size {patch_size} is larger than the HR slices ({h * scale})")
+    first, count, here = parts
+    if batch_size % count:
+        raise CardiacSRError(f"train.batch_size {batch_size} is not a multiple of the {count} replicas in sync")
+    per = batch_size // count
 
     def draw(step, j):
         s = tf.stack([tf.cast(seed, tf.int64), step * 100_003 + j])
         return tf.random.stateless_uniform([5], seed=s, minval=0, maxval=1 << 30, dtype=tf.int64)
 
-    def batch(step):
-        js = tf.range(batch_size, dtype=tf.int64)
+    def batch(element):
+        step, part = element // here, first + element % here
+        js = tf.range(part * per, (part + 1) * per, dtype=tf.int64)
         draws = tf.map_fn(lambda j: draw(step, j), js, fn_output_signature=tf.int64)
         lo, hi = tf.numpy_function(lambda d: patch_batch(hr, lr, scale, patch_size, d), [draws],
                                    (tf.float32, tf.float32), stateful=False)
-        return tf.ensure_shape(lo, [batch_size, lp, lp, 1]), tf.ensure_shape(hi, [batch_size, patch_size, patch_size, 1])
+        return tf.ensure_shape(lo, [per, lp, lp, 1]), tf.ensure_shape(hi, [per, patch_size, patch_size, 1])
 
-    end = start_step + steps if steps is not None else np.iinfo(np.int64).max
-    ds = tf.data.Dataset.range(start_step, end).map(batch, num_parallel_calls=2, deterministic=True).prefetch(2)
+    end = start_step + steps if steps is not None else np.iinfo(np.int64).max // (100_003 * here)
+    ds = tf.data.Dataset.range(start_step * here, end * here).map(batch, num_parallel_calls=2, deterministic=True)
+    ds = ds.prefetch(2)
     # tf.data's autotuner cost up to 2x on 2-core machines (notes/cpu-performance.md): fixed small pools.
     opts = tf.data.Options()
     opts.autotune.enabled = False
@@ -131,9 +143,13 @@ def make_strategy(name: str):
 
     ``mirrored``: MirroredStrategy over all GPUs, or over all logical CPUs when
     there is no GPU (how the tests exercise it).  ``default``: one device.
+    ``multiworker``: MultiWorkerMirroredStrategy over the machines of ``TF_CONFIG``
+    (:mod:`cardiac_sr.distributed`).
     """
     import tensorflow as tf
 
+    if name == "multiworker":  # the cluster comes from TF_CONFIG (checked by distributed.worker_task)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
@@ -180,7 +196,7 @@ def initialise_from(model, path: Path) -> None:
 
 
 # The code that decides what a checkpoint's weights mean: a change to it starts training over.
-CODE_FILES = [Path(__file__).with_name(f) for f in ("train.py", "callbacks.py", "models.py", "losses.py")]
+CODE_FILES = [Path(__file__).with_name(f) for f in ("train.py", "callbacks.py", "models.py", "losses.py", "distributed.py")]
 
 
 def fingerprint(cfg: dict, files: list[Path]) -> str:
@@ -246,6 +262,12 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     model_path = Path(model_path or f"models/{name}.keras")
     live_dir = Path(live_dir or f"dvclive/{name}")
     ckpt_dir = Path(scratch_dir) / name
+    worker = 0  # multiworker: this machine's index in TF_CONFIG; worker 0 (the chief) writes the outputs
+    if cfg.strategy == "multiworker":
+        worker = worker_task()[0]
+        if worker:  # the other workers keep their model and logs next to the chief's checkpoint
+            own = Path(scratch_dir) / f"{name}.worker{worker}"
+            model_path, live_dir, summary_path = own / f"{name}.keras", own / "dvclive", own / "summary.json"
     configure_runtime(cfg)
 
     hr, lr = load_pairs(prepared_dir, degraded_dir, "train")
@@ -263,8 +285,8 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     strategy = make_strategy(cfg.strategy)
     with strategy.scope():
         model = build_generator(**generator_kwargs(cfg, upsampling, scale), name=name)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=make_loss(loss_name, cfg.perceptual),
-                      jit_compile=cfg.jit_compile)
+        loss = make_loss(loss_name, cfg.perceptual)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=cfg.jit_compile)
         model.optimizer.build(model.trainable_variables)
     n_params = int(model.count_params())
 
@@ -299,18 +321,26 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     callbacks = ([Validation(vlr[vsel], vhr[vsel], scale)] if has_val else []) + [
         Progress(name, epochs, spe, start), DVCLiveCallback(live=live),
         Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
+    if worker:  # the chief alone writes the checkpoint (validation stays: its inference is a collective op)
+        callbacks = callbacks[:-1]
     t0 = time.time()
     if start < epochs:
         try:
-            history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
-                                validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
+            if cfg.strategy == "multiworker":
+                history = fit_multiworker(
+                    model, loss, strategy, lambda parts: patch_dataset(hr, lr, scale, cfg.patch_size, bs, seed,
+                                                                       start_step=start * spe, parts=parts),
+                    epochs, start, spe, callbacks, list(val_ds) if has_val else None)
+            else:
+                history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+                                    validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False).history
         except KeyboardInterrupt:
             state = checkpoint_state(ckpt_dir)
             done = state.get("epochs_done", 0) if state.get("fingerprint") == fp else 0
             kept = (f"the checkpoint after epoch {done} of {epochs} is kept in {ckpt_dir}, re-run to resume"
                     if done else "no epoch had finished, nothing is kept")
             raise Interrupted(f"{name}: training interrupted; {kept}") from None
-        final = {k: float(v[-1]) for k, v in history.history.items()}
+        final = {k: float(v[-1]) for k, v in history.items()}
     else:  # a complete checkpoint and its model exist (a re-run by hand): report the last epoch's values
         final = checkpoint_state(ckpt_dir).get("last_epoch", {})
         live.end()
