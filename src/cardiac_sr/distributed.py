@@ -94,5 +94,6 @@ def fit_multiworker(model, loss, strategy, make_dataset, epochs: int, initial_ep
         cbs.on_epoch_end(epoch, logs)
         for k, v in logs.items():
             history.setdefault(k, []).append(v)
+    optimizer.finalize_variable_values(model.trainable_variables)  # train.ema: the moving average, as fit does
     cbs.on_train_end()
     return history

@@ -220,6 +220,7 @@ class Train(Section):
     steps_per_epoch: int = integer(low=1)
     seed: int = integer(low=0)
     optimizer: str = one_of(OPTIMIZERS, "adam")
+    ema: float = real(0.0, low=0, high=0.9999)  # momentum of the weights' moving average published as the model; 0: off
     val_slices: int = integer(32, low=0)
     val_batches: int = integer(4, low=1)
     init: str | None = text(None)

@@ -286,7 +286,10 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     with strategy.scope():
         model = build_generator(**generator_kwargs(cfg, upsampling, scale), name=name)
         loss = make_loss(loss_name, cfg.perceptual)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=cfg.jit_compile)
+        # train.ema: Adam also keeps an exponential moving average of the weights, which becomes the model at
+        # the end (model.fit's finalize_variable_values; BasicSR's ema_decay)
+        optimizer = keras.optimizers.Adam(cfg.learning_rate, use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=cfg.jit_compile)
         model.optimizer.build(model.trainable_variables)
     n_params = int(model.count_params())
 
@@ -343,6 +346,7 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         final = {k: float(v[-1]) for k, v in history.items()}
     else:  # a complete checkpoint and its model exist (a re-run by hand): report the last epoch's values
         final = checkpoint_state(ckpt_dir).get("last_epoch", {})
+        model.optimizer.finalize_variable_values(model.trainable_variables)  # the moving average, as fit does
         live.end()
     train_seconds = time.time() - t0
 
