@@ -141,11 +141,13 @@ class ShardedArray:
     """A read-only (N, ...) array stored as shards, read memory-mapped on demand.
 
     ``a[i]`` (one slice), ``a[i:j]``, ``a[[i, j, k]]`` and ``a[i, rows, cols]`` return NumPy arrays;
-    ``np.asarray(a)`` reads everything (only for small arrays).  At most ``MAX_OPEN`` shards are kept
-    mapped at a time, so a dataset of thousands of shards never runs out of file handles.
+    ``np.asarray(a)`` reads everything (only for small arrays).  For single slices and patches (random
+    access in training) at most ``MAX_OPEN`` shards are kept mapped at a time, so a dataset of thousands
+    of shards never runs out of file handles, and the pages a process has touched, which count in its
+    resident memory, stay bounded.
     """
 
-    MAX_OPEN = 32
+    MAX_OPEN = 8
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -203,12 +205,15 @@ class ShardedArray:
         return self._rows(key.reshape(-1))
 
     def _block(self, start: int, stop: int) -> np.ndarray:
-        """Slices start..stop-1, copied shard by shard."""
+        """Slices start..stop-1, copied shard by shard through a mapping that is closed right after, so a
+        pass over the whole array (degrade, evaluate) does not keep the pages it read mapped."""
         out = np.empty((max(0, stop - start),) + self.shape[1:], self.dtype)
         for k in range(len(self.files)):
             lo, hi = max(start, int(self.starts[k])), min(stop, int(self.starts[k + 1]))
             if lo < hi:
-                out[lo - start:hi - start] = self._shard(k)[lo - int(self.starts[k]):hi - int(self.starts[k])]
+                shard = np.load(self.files[k], mmap_mode="r")
+                out[lo - start:hi - start] = shard[lo - int(self.starts[k]):hi - int(self.starts[k])]
+                del shard
         return out
 
     def _rows(self, indices) -> np.ndarray:
