@@ -154,15 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models/selected.keras",
                    help="a trained .keras generator (default: models/selected.keras); loaded in safe mode")
     p.add_argument("--format", choices=["dicom", "nifti", "npy"], help="output format (default: from OUTPUT's name)")
-    p.add_argument("--uncertainty", action="store_true",
-                   help="also write OUTPUT_uncertainty (std over the 8 flips/rotations, intensity units) and "
-                        "OUTPUT_warning (1 where the std exceeds 2%% of the 99.5th-percentile intensity)")
-    p.add_argument("--self-ensemble", action="store_true",
-                   help="write the mean of the model's outputs for the 8 flips/rotations of the input (EDSR+; "
-                        "8x the time; +0.19 dB for mse-NN on real Sunnybrook cine: README 'Results')")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace OUTPUT if it is a file, or a DICOM folder written by cardiac-sr predict; "
-                        "a folder holding anything else is never replaced")
+    switches = {
+        "--uncertainty": "also write OUTPUT_uncertainty (std over the 8 flips/rotations, intensity units) and "
+                         "OUTPUT_warning (1 where the std exceeds 2%% of the 99.5th-percentile intensity)",
+        "--self-ensemble": "write the mean of the model's outputs for the 8 flips/rotations of the input (EDSR+; "
+                           "8x the time; +0.19 dB for mse-NN on real Sunnybrook cine: README 'Results')",
+        "--overwrite": "replace OUTPUT if it is a file, or a DICOM folder written by cardiac-sr predict; "
+                       "a folder holding anything else is never replaced",
+    }
+    for flag, text in switches.items():
+        p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--preview", metavar="GIF",
                    help="also write an animated GIF of the middle slice over all cardiac phases, input next to "
                         "super-resolved (the first study's, for a root of several)")
