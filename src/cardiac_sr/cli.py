@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--uncertainty": "also write OUTPUT_uncertainty (std over the 8 flips/rotations, intensity units) and "
                          "OUTPUT_warning (1 where the std exceeds 2%% of the 99.5th-percentile intensity)",
         "--self-ensemble": "write the mean of the model's outputs for the 8 flips/rotations of the input (EDSR+; "
-                           "8x the time; +0.19 dB for mse-NN on real Sunnybrook cine: README 'Results')",
+                           "8x the time; +0.1 to +0.2 dB for mse-NN on real Sunnybrook cine: README 'Results')",
         "--overwrite": "replace OUTPUT if it is a file, or a DICOM folder written by cardiac-sr predict; "
                        "a folder holding anything else is never replaced",
     }
