@@ -182,7 +182,7 @@ class ShardedArray:
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"{self.folder}: index {i} out of range for {n} slices")
-        i = i % n if n else i
+        i %= n
         k = int(np.searchsorted(self.starts, i, side="right") - 1)
         return k, i - int(self.starts[k])
 
@@ -226,11 +226,6 @@ class ShardedArray:
     def __array__(self, dtype=None, copy=None):
         out = self[:]
         return out.astype(dtype) if dtype is not None else out
-
-    def chunks(self, size: int):
-        """``(start, slices)`` for consecutive blocks of at most ``size`` slices."""
-        for start in range(0, len(self), size):
-            yield start, self[start:start + size]
 
 
 class DatasetWriter:

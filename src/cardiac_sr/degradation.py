@@ -150,15 +150,3 @@ def degrade_slices(hr, params: Degrade | dict, rng: np.random.Generator, lr_out,
         up_out.append(up)
         bar.update(len(block))
     bar.close()
-
-
-def degrade_stack(hr: np.ndarray, params: Degrade | dict, rng: np.random.Generator,
-                  name: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """HR slices (N, H, W) -> LR (N, H/s, W/s) in [0, 1] and their bicubic baseline (N, H, W), float32,
-    in memory (:func:`degrade_slices` for datasets)."""
-    lr, up = [], []
-    degrade_slices(hr, params, rng, lr, up, name)
-    scale = Degrade.of(params, "degrade").scale
-    n, h, w = np.shape(hr)
-    return (np.concatenate(lr) if lr else np.zeros((0, h // scale, w // scale), np.float32),
-            np.concatenate(up) if up else np.zeros((0, h, w), np.float32))

@@ -106,11 +106,6 @@ def super_resolve_baseline(method: str, lr: np.ndarray, scale: int) -> np.ndarra
     return np.stack([fn(x, scale) for x in lr]).astype(np.float32)
 
 
-def super_resolve_model(model, lr: np.ndarray, scale: int, batch_size: int = 8) -> np.ndarray:
-    """Run a loaded generator over LR slices."""
-    return super_resolve(model, np.asarray(lr, np.float32), scale, batch_size, progress=False)
-
-
 class SplitData:
     """HR, ROI, LR, bicubic (memory-mapped sharded arrays) and manifest rows of one split, checked to agree."""
 
@@ -216,7 +211,7 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
         model = load_generator(path)
 
         def run(lr):
-            return super_resolve_model(model, lr, scale)
+            return super_resolve(model, lr, scale, progress=False)
 
     folders = {"test": (prepared_dir, degraded_dir)}
     if external_dir is not None and has_external(external_dir):

@@ -491,12 +491,6 @@ def scan_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[
     return fmt, scan_dicom(path, strict=strict)
 
 
-def read_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[Study]]:
-    """(format, studies) of a DICOM folder/root, a NIfTI file or a .npy stack."""
-    fmt, scanned = scan_input(path, strict)
-    return fmt, _loaded(scanned, path)
-
-
 def read_npy(path: str | os.PathLike) -> Study:
     """A .npy stack (H, W), (N, H, W) or (S, T, H, W) of one channel."""
     path = Path(path)
