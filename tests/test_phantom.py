@@ -136,3 +136,36 @@ def test_photograph_textures_load_offline_and_are_normalised():
     from skimage import data
     for name in PHOTOS:
         assert getattr(data, name)().size > 10_000, name
+
+
+def test_dead_leaves_are_deterministic_and_span_scales():
+    from scipy import ndimage
+
+    from cardiac_sr.phantom import _dead_leaves
+
+    a, b = _dead_leaves(np.random.default_rng(3), 256), _dead_leaves(np.random.default_rng(3), 256)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, _dead_leaves(np.random.default_rng(4), 256))
+    assert a.min() >= 0 and a.max() <= 1
+    # visible leaves: connected regions of one intensity; the r^-3 size law leaves both many small
+    # leaves and a few large ones (scale invariance), with sharp edges between them
+    sizes = []
+    for v in np.unique(a)[::4]:
+        lab, n = ndimage.label(a == v)
+        sizes += list(np.bincount(lab.ravel())[1:])
+    sizes = np.array(sizes)
+    assert (sizes <= 20).sum() > 100 and (sizes >= 0.003 * a.size).sum() >= 3
+    assert np.mean(np.abs(np.diff(a, axis=1)) > 0.1) > 0.05
+
+
+def test_randomised_body_carries_dead_leaves():
+    """The randomised patients' body wall and cavity are full of edges the realistic phantom does not have."""
+    def edge_density(randomise):
+        st = PhantomGenerator(PhantomConfig(slices=1, phases=1, randomise=randomise), seed=9).study(0, labels=True)
+        body = ndimage.binary_erosion(st.meta["labels"][0, 0] != LABELS["background"], iterations=4)
+        img = st.image[0, 0] / np.percentile(st.image, 99.5)
+        g = np.hypot(*np.gradient(ndimage.gaussian_filter(img, 1.0)))
+        return np.mean(g[body] > 0.05)
+
+    from scipy import ndimage
+    assert edge_density(1.0) > 1.5 * edge_density(0.0)

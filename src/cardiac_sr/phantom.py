@@ -108,6 +108,29 @@ def _photo_texture(rng: np.random.Generator, n: int) -> np.ndarray:
     return (detail - detail.mean()) / (detail.std() + 1e-12)
 
 
+def _dead_leaves(rng: np.random.Generator, n: int, rmin: float = 1.5, rmax: float = 60.0,
+                 shapes: int = 10000) -> np.ndarray:
+    """A dead-leaves image in [0, 1] (Achddou, Gousseau & Ladjal 2021): random ellipses with a
+    scale-invariant size law p(r) ~ r^-3 on [rmin, rmax] grid pixels and uniform random intensities,
+    painted one over another; what no leaf covers keeps a smooth random background."""
+    img = 0.5 + 0.15 * _smooth_field(rng, n, corr_px=rmax / 2)
+    u = rng.uniform(size=(shapes, 6))
+    r = (rmin ** -2 - u[:, 0] * (rmin ** -2 - rmax ** -2)) ** -0.5
+    aspect = np.sqrt(1 + 2 * u[:, 1])
+    a, b, ang = r * aspect, r / aspect, np.pi * u[:, 2]
+    cy, cx = (u[:, 3:5] * (n + 2 * rmax) - rmax).T
+    for i in range(shapes):
+        y0, y1 = max(int(cy[i] - a[i]) - 1, 0), min(int(cy[i] + a[i]) + 2, n)
+        x0, x1 = max(int(cx[i] - a[i]) - 1, 0), min(int(cx[i] + a[i]) + 2, n)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy, dx = np.arange(y0, y1)[:, None] - cy[i], np.arange(x0, x1)[None, :] - cx[i]
+        c, s = np.cos(ang[i]), np.sin(ang[i])
+        m = ((c * dx + s * dy) / a[i]) ** 2 + ((c * dy - s * dx) / b[i]) ** 2 <= 1
+        img[y0:y1, x0:x1][m] = u[i, 5]
+    return np.clip(img, 0.0, 1.0)
+
+
 def _edge_alpha(distance_mm: np.ndarray, pixel_mm: float) -> np.ndarray:
     """Partial-volume occupancy from a signed distance (negative inside)."""
     return np.clip(0.5 - distance_mm / pixel_mm, 0.0, 1.0)
@@ -163,7 +186,10 @@ class Randomisation:
     contrasts (half of the patients get a random intensity per tissue, a
     Gaussian-mixture image as in SynthSR), random texture strength and grain,
     random acquisition matrix, apodisation and extra blur (edge sharpness), and
-    a wider SNR range.
+    a wider SNR range.  Under the organs, the body wall and the cavity are a
+    dead-leaves image (occluding ellipses of every size with random
+    intensities), the synthetic texture on which restoration networks learn
+    nearly what they learn from natural images (Achddou et al. 2021).
     """
 
     warp_mm: float          # displacement amplitude (max over the grid)
@@ -173,6 +199,8 @@ class Randomisation:
     blood_texture: float    # flow texture amplitude in the blood pool
     blur_px: float          # extra Gaussian blur of the object (coarse pixels): random edge sharpness
     extras: list            # small structures anywhere in the body: (ux, uy, a_mm, b_mm, angle, intensity)
+    leaves: np.ndarray      # dead-leaves intensities (fine grid, [0, 1]) under the organs of the body
+    leaves_opacity: float   # how much of the underlying tissue they replace
 
     @staticmethod
     def draw(rng: np.random.Generator, cfg: PhantomConfig, p: "_Patient") -> "Randomisation":
@@ -201,9 +229,12 @@ class Randomisation:
         corr_warp = u(20.0, 60.0)
         wx, wy = _smooth_field(rng, n, corr_warp), _smooth_field(rng, n, corr_warp)
         scale = amp / max(np.abs(wx).max(), np.abs(wy).max(), 1e-9)
-        return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale,
-                             texture_gain=float(np.exp(r * u(np.log(0.5), np.log(4.0)))),
-                             blood_texture=r * u(0.0, 0.06), blur_px=r * u(0.0, 1.5), extras=extras)
+        texture_gain = float(np.exp(r * u(np.log(0.5), np.log(4.0))))
+        blood_texture, blur_px = r * u(0.0, 0.06), r * u(0.0, 1.5)
+        leaves = _dead_leaves(np.random.default_rng(rng.integers(2**32)), n)
+        return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale, texture_gain=texture_gain,
+                             blood_texture=blood_texture, blur_px=blur_px, extras=extras,
+                             leaves=leaves, leaves_opacity=r)
 
     def warp(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Displacements for the fine grid, or the coarse grid (2x2 block means)."""
@@ -339,10 +370,18 @@ class PhantomGenerator:
         a2, b2 = a - 2 - p.fat_mm, b - 2 - 0.7 * p.fat_mm
         ellipse(0, 0, a2, b2, 0, "muscle", tex(c["muscle"], 0.08), rim=True)
         a3, b3 = a2 - p.muscle_mm, b2 - p.muscle_mm
+
+        def leaves(a, b):  # dead leaves (randomised patients) over the ellipse a x b, under what is painted later
+            if p.rand is not None:
+                alpha = p.rand.leaves_opacity * _edge_alpha(_ellipse_distance(x, y, 0, 0, a, b), px)
+                _paint(img, alpha, p.rand.leaves * c["blood"], lab, LABELS["clutter"])
+
+        leaves(a2, b2)  # in the muscle layer (ribs on top) ...
         for t in p.ribs:  # ribs in the muscle layer, anterior half
             ellipse((a3 + 5) * np.cos(t), (b3 + 5) * np.sin(t), 9, 3.5, t + np.pi / 2, "bone", tex(c["bone"], 0.1))
         # thoracic and abdominal cavity: soft tissue, then clutter (vessels, bowel, fat)
         ellipse(0, 0, a3, b3, 0, "soft", tex(1.2 * c["muscle"], 0.05, 0.08))
+        leaves(a3, b3)  # ... and in the cavity, under clutter, lungs, liver, spine and heart
         for ux, uy, ca, cb, ang, val in p.clutter:
             ellipse(0.75 * a3 * ux, 0.75 * b3 * uy, ca, cb, ang, "clutter", tex(val * c["blood"], 0.1, 0.1), rim=val > 0.6)
         # lungs (pushed aside by the heart), shrinking toward the apex where the liver rises
