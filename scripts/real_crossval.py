@@ -81,7 +81,7 @@ def header(argv: list[str], params: dict) -> str:
             f"`python scripts/real_crossval.py {' '.join(argv)}`, run {datetime.date.today()} on "
             f"{platform.machine()} with {os.cpu_count()} CPU cores; train params from params.yaml: {t['epochs']} epochs "
             f"x {t['steps_per_epoch']} steps x batch {t['batch_size']}, {t['patch_size']} px patches, learning rate "
-            f"{t['learning_rate']}; degradation {params['degrade']['method']} x{params['degrade']['scale']}. "
+            f"{t['learning_rate']}, weight average (train.ema) {t.get('ema', 0.0)}; degradation {params['degrade']['method']} x{params['degrade']['scale']}. "
             f"Gains over bicubic on the test study, scored by the pipeline's `evaluate` code; ROI = the contoured "
             f"heart box where there are contours, else the central half of the image.\n\n")
 
