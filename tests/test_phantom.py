@@ -160,6 +160,8 @@ def test_dead_leaves_are_deterministic_and_span_scales():
 
 def test_randomised_body_carries_dead_leaves():
     """The randomised patients' body wall and cavity are full of edges the realistic phantom does not have."""
+    from scipy import ndimage
+
     def edge_density(randomise):
         st = PhantomGenerator(PhantomConfig(slices=1, phases=1, randomise=randomise), seed=9).study(0, labels=True)
         body = ndimage.binary_erosion(st.meta["labels"][0, 0] != LABELS["background"], iterations=4)
@@ -167,5 +169,4 @@ def test_randomised_body_carries_dead_leaves():
         g = np.hypot(*np.gradient(ndimage.gaussian_filter(img, 1.0)))
         return np.mean(g[body] > 0.05)
 
-    from scipy import ndimage
     assert edge_density(1.0) > 1.5 * edge_density(0.0)

@@ -199,8 +199,7 @@ class Randomisation:
     blood_texture: float    # flow texture amplitude in the blood pool
     blur_px: float          # extra Gaussian blur of the object (coarse pixels): random edge sharpness
     extras: list            # small structures anywhere in the body: (ux, uy, a_mm, b_mm, angle, intensity)
-    leaves: np.ndarray      # dead-leaves intensities (fine grid, [0, 1]) under the organs of the body
-    leaves_opacity: float   # how much of the underlying tissue they replace
+    leaves: np.ndarray      # dead-leaves intensities (fine grid, [0, 1]) under the organs, opacity cfg.randomise
 
     @staticmethod
     def draw(rng: np.random.Generator, cfg: PhantomConfig, p: "_Patient") -> "Randomisation":
@@ -234,7 +233,7 @@ class Randomisation:
         leaves = _dead_leaves(np.random.default_rng(rng.integers(2**32)), n)
         return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale, texture_gain=texture_gain,
                              blood_texture=blood_texture, blur_px=blur_px, extras=extras,
-                             leaves=leaves, leaves_opacity=r)
+                             leaves=leaves)
 
     def warp(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Displacements for the fine grid, or the coarse grid (2x2 block means)."""
@@ -351,10 +350,11 @@ class PhantomGenerator:
         def tex(value, fine, coarse=0.03):
             return value * (1 + gain * fine * p.texture_fine + gain * coarse * p.texture_coarse)
 
-        def ellipse(cx, cy, a, b, angle, tissue, value, inside=None, rim=False):
+        def ellipse(cx, cy, a, b, angle, tissue, value, inside=None, rim=False, opacity=1.0):
             """Paint an ellipse (body-frame mm), touching only its bounding window.
 
-            ``rim``: first a dark line ~1.4 mm wide around it (fat-water boundary in bSSFP).
+            ``rim``: first a dark line ~1.4 mm wide around it (fat-water boundary in bSSFP);
+            ``opacity``: how much of what lies under it the ellipse replaces.
             """
             if rim:
                 ellipse(cx, cy, a + 1.4, b + 1.4, angle, "rim", c["rim"], inside)
@@ -362,7 +362,8 @@ class PhantomGenerator:
             d = _ellipse_distance(x[win], y[win], cx, cy, a, b, angle)
             if inside is not None:
                 d = np.maximum(d, inside[win])
-            _paint(img[win], _edge_alpha(d, px), value[win] if np.ndim(value) else value, lab[win], LABELS[tissue])
+            _paint(img[win], opacity * _edge_alpha(d, px), value[win] if np.ndim(value) else value, lab[win],
+                   LABELS[tissue])
 
         a, b = p.body_ab
         ellipse(0, 0, a, b, 0, "skin", c["skin"])
@@ -370,18 +371,16 @@ class PhantomGenerator:
         a2, b2 = a - 2 - p.fat_mm, b - 2 - 0.7 * p.fat_mm
         ellipse(0, 0, a2, b2, 0, "muscle", tex(c["muscle"], 0.08), rim=True)
         a3, b3 = a2 - p.muscle_mm, b2 - p.muscle_mm
-
-        def leaves(a, b):  # dead leaves (randomised patients) over the ellipse a x b, under what is painted later
-            if p.rand is not None:
-                alpha = p.rand.leaves_opacity * _edge_alpha(_ellipse_distance(x, y, 0, 0, a, b), px)
-                _paint(img, alpha, p.rand.leaves * c["blood"], lab, LABELS["clutter"])
-
-        leaves(a2, b2)  # in the muscle layer (ribs on top) ...
+        # randomised patients: dead leaves under everything painted later, in the muscle layer and the cavity
+        leaves = p.rand.leaves * c["blood"] if p.rand is not None else None
+        if leaves is not None:
+            ellipse(0, 0, a2, b2, 0, "clutter", leaves, opacity=self.cfg.randomise)
         for t in p.ribs:  # ribs in the muscle layer, anterior half
             ellipse((a3 + 5) * np.cos(t), (b3 + 5) * np.sin(t), 9, 3.5, t + np.pi / 2, "bone", tex(c["bone"], 0.1))
         # thoracic and abdominal cavity: soft tissue, then clutter (vessels, bowel, fat)
         ellipse(0, 0, a3, b3, 0, "soft", tex(1.2 * c["muscle"], 0.05, 0.08))
-        leaves(a3, b3)  # ... and in the cavity, under clutter, lungs, liver, spine and heart
+        if leaves is not None:
+            ellipse(0, 0, a3, b3, 0, "clutter", leaves, opacity=self.cfg.randomise)
         for ux, uy, ca, cb, ang, val in p.clutter:
             ellipse(0.75 * a3 * ux, 0.75 * b3 * uy, ca, cb, ang, "clutter", tex(val * c["blood"], 0.1, 0.1), rim=val > 0.6)
         # lungs (pushed aside by the heart), shrinking toward the apex where the liver rises
