@@ -16,7 +16,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> int:
@@ -25,6 +24,10 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=12)
     parser.add_argument("--phases", type=int, default=20)
     args = parser.parse_args()
+
+    from cardiac_sr.runtime import start_tensorflow
+
+    start_tensorflow()  # as the stages and the CLI: quiet, oneDNN kernels on (cardiac_sr.runtime)
 
     from cardiac_sr.models import build_generator
     from cardiac_sr.phantom import PhantomConfig, PhantomGenerator

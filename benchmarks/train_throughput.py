@@ -19,7 +19,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -56,6 +55,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per model (after 5 warm-up steps)")
     args = parser.parse_args()
+
+    from cardiac_sr.runtime import start_tensorflow
+
+    start_tensorflow()  # as the stages and the CLI: quiet, oneDNN kernels on (cardiac_sr.runtime)
 
     import keras
 
