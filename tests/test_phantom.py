@@ -170,3 +170,16 @@ def test_randomised_body_carries_dead_leaves():
         return np.mean(g[body] > 0.05)
 
     assert edge_density(1.0) > 1.5 * edge_density(0.0)
+
+
+
+def test_dead_leaves_are_drawn_per_slice_and_reproducible():
+    """Each slice of a randomised patient carries its own leaf layout (more variety per patient),
+    and the same seed gives the same layout."""
+    from cardiac_sr.phantom import _Patient
+
+    cfg = PhantomConfig(slices=2, phases=1, randomise=1.0)
+    rand = _Patient(np.random.default_rng([9, 0]), cfg).rand
+    again = _Patient(np.random.default_rng([9, 0]), cfg).rand
+    np.testing.assert_array_equal(rand.leaves(128, 0), again.leaves(128, 0))
+    assert np.mean(rand.leaves(128, 0) != rand.leaves(128, 1)) > 0.5

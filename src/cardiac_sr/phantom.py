@@ -188,7 +188,7 @@ class Randomisation:
     random acquisition matrix, apodisation and extra blur (edge sharpness), and
     a wider SNR range.  Under the organs, the body wall and the cavity are a
     dead-leaves image (occluding ellipses of every size with random
-    intensities), the synthetic texture on which restoration networks learn
+    intensities, a new one in every slice), the synthetic texture on which restoration networks learn
     nearly what they learn from natural images (Achddou et al. 2021).
     """
 
@@ -199,7 +199,7 @@ class Randomisation:
     blood_texture: float    # flow texture amplitude in the blood pool
     blur_px: float          # extra Gaussian blur of the object (coarse pixels): random edge sharpness
     extras: list            # small structures anywhere in the body: (ux, uy, a_mm, b_mm, angle, intensity)
-    leaves: np.ndarray      # dead-leaves intensities (fine grid, [0, 1]) under the organs, opacity cfg.randomise
+    leaves_seed: int        # seeds the dead-leaves image under the organs (a new one per slice), opacity cfg.randomise
 
     @staticmethod
     def draw(rng: np.random.Generator, cfg: PhantomConfig, p: "_Patient") -> "Randomisation":
@@ -230,10 +230,15 @@ class Randomisation:
         scale = amp / max(np.abs(wx).max(), np.abs(wy).max(), 1e-9)
         texture_gain = float(np.exp(r * u(np.log(0.5), np.log(4.0))))
         blood_texture, blur_px = r * u(0.0, 0.06), r * u(0.0, 1.5)
-        leaves = _dead_leaves(np.random.default_rng(rng.integers(2**32)), n)
+        leaves_seed = int(rng.integers(2**32))
         return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale, texture_gain=texture_gain,
                              blood_texture=blood_texture, blur_px=blur_px, extras=extras,
-                             leaves=leaves)
+                             leaves_seed=leaves_seed)
+
+    def leaves(self, n: int, slice_index: int) -> np.ndarray:
+        """The dead-leaves image (n x n, [0, 1]) of one slice: each slice gets its own, so a patient
+        shows the network as many leaf layouts as it has slices (deterministic given the seed)."""
+        return _dead_leaves(np.random.default_rng([self.leaves_seed, slice_index]), n)
 
     def warp(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Displacements for the fine grid, or the coarse grid (2x2 block means)."""
@@ -337,8 +342,8 @@ class PhantomGenerator:
         cs = slice(int(np.clip(col - h, 0, n)), int(np.clip(col + h + 1, 0, n)))
         return rs, cs
 
-    def _static(self, p: _Patient, z: float) -> np.ndarray:
-        """Everything but the heart, at slice position z (0 base .. 1 apex)."""
+    def _static(self, p: _Patient, z: float, slice_index: int = 0) -> np.ndarray:
+        """Everything but the heart, at slice position z (0 base .. 1 apex) of slice ``slice_index``."""
         x, y = self._frame(p, self.x, self.y)
         px = self.pixel_mm
         c = p.contrast
@@ -372,7 +377,7 @@ class PhantomGenerator:
         ellipse(0, 0, a2, b2, 0, "muscle", tex(c["muscle"], 0.08), rim=True)
         a3, b3 = a2 - p.muscle_mm, b2 - p.muscle_mm
         # randomised patients: dead leaves under everything painted later, in the muscle layer and the cavity
-        leaves = p.rand.leaves * c["blood"] if p.rand is not None else None
+        leaves = p.rand.leaves(x.shape[0], slice_index) * c["blood"] if p.rand is not None else None
         if leaves is not None:
             ellipse(0, 0, a2, b2, 0, "clutter", leaves, opacity=self.cfg.randomise)
         for t in p.ribs:  # ribs in the muscle layer, anterior half
@@ -524,7 +529,7 @@ class PhantomGenerator:
         thickness_frac = min(0.45, 0.3 * cfg.slice_thickness_mm / 10.0)
         for s in range(cfg.slices):
             z = s * dz
-            static, static_lab = self._static(p, z)
+            static, static_lab = self._static(p, z, s)
             for f in range(cfg.phases):
                 t = f / cfg.phases
                 heart = np.zeros((r1 - r0, c1 - c0))
