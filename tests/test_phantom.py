@@ -172,7 +172,6 @@ def test_randomised_body_carries_dead_leaves():
     assert edge_density(1.0) > 1.5 * edge_density(0.0)
 
 
-
 def test_dead_leaves_are_drawn_per_slice_and_reproducible():
     """Each slice of a randomised patient carries its own leaf layout (more variety per patient),
     and the same seed gives the same layout."""
