@@ -102,6 +102,36 @@ def test_evaluate_outputs(evaluated):
     assert results["mse-NN"]["inference_ms_per_slice"] > 0
 
 
+def test_evaluate_scores_the_self_ensemble_under_its_own_name(evaluated, tiny_data):
+    """``ensemble=True`` scores the mean of the model's outputs over the 8 flips/rotations, under ``name``."""
+    import csv
+
+    from cardiac_sr.evaluate import SplitData
+    from cardiac_sr.inference import self_ensemble
+    from cardiac_sr.metrics import image_scores
+    from cardiac_sr.models import load_generator
+
+    root, results = evaluated
+    prepared, degraded = tiny_data
+    models, out = root / "ensemble-models", root / "ensemble-metrics"
+    models.mkdir()
+    model = build_generator("NN", filters=8, res_blocks=1)  # random weights: not flip/rotation-equivariant
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(0, 0.1, w.shape).astype(np.float32) for w in model.get_weights()])
+    model.save(models / "m.keras")
+    plain = evaluate_method("m", prepared, degraded, models, out)
+    ens = evaluate_method("m", prepared, degraded, models, out, ensemble=True, name="m-self-ensemble")
+    assert ens["method"] == "m-self-ensemble" and (out / "models" / "m-self-ensemble.json").is_file()
+    assert json.loads((out / "models" / "m.json").read_text())["psnr"] == plain["psnr"]  # not overwritten
+    assert ens["psnr"]["mean"] != pytest.approx(plain["psnr"]["mean"], abs=1e-3)
+    data = SplitData(prepared, degraded, "test")
+    mean = self_ensemble(load_generator(models / "m.keras"), np.asarray(data.lr[:]), 4)[1]
+    with open(out / "per_slice" / "m-self-ensemble.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    for k, r in enumerate(rows):
+        assert float(r["psnr"]) == pytest.approx(image_scores(data.hr[k], mean[k])["psnr"], abs=1e-4)
+
+
 def test_table_select_compare(evaluated, capsys):
     root, _ = evaluated
     metrics, models = root / "metrics", root / "models"

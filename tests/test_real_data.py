@@ -257,15 +257,16 @@ def test_crossval_trains_on_each_study_and_tests_on_the_other(tmp_path, external
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "docs" / "xval.md"
     rc = crossval["main"]([str(external_nifti), "--source", "nifti", "--init", "start.keras", "--work", "work",
-                           "--out", str(out)])
+                           "--out", str(out), "--self-ensemble"])
     assert rc == 0 and Path.cwd() == tmp_path  # back where it started
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [(r["train"], r["test"], r["start"]) for r in rows] == [
         ("ext0", "ext1", "scratch"), ("ext0", "ext1", "init"), ("ext1", "ext0", "scratch"), ("ext1", "ext0", "init")]
     for r in rows:
         assert r["slices"] == 2 and r["psnr_gain"] == pytest.approx(r["psnr"] - r["psnr_bicubic"])
+        assert r["psnr_gain_ensemble"] != pytest.approx(r["psnr_gain"], abs=1e-4)  # the mean of 8 passes, not one
     assert rows[0]["psnr_bicubic"] == rows[1]["psnr_bicubic"] != rows[2]["psnr_bicubic"]
     assert rows[0]["psnr"] != rows[1]["psnr"]  # the two starts give different models
     md = out.read_text()
-    assert md.count("\n| ext") == 4 and "fine-tuned from start.keras" in md
+    assert md.count("\n| ext") == 4 and "fine-tuned from start.keras" in md and "self-ensemble (dB)" in md
     assert crossval["main"]([str(tmp_path / "nowhere"), "--source", "nifti"]) == 2  # a clear error, no traceback

@@ -39,7 +39,7 @@ from .dataset import has_external, load_split, read_manifest
 from .degradation import upsample_bicubic, upsample_nearest, zerofill
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
-from .inference import super_resolve
+from .inference import self_ensemble, super_resolve
 from .metrics import centred_crop, checkerboard_score, image_scores, roi_box, temporal_psnr
 from .names import BASELINES, EXTERNAL
 from .params import choice
@@ -194,11 +194,16 @@ def _split_summary(rows: list[dict]) -> dict:
 
 def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="data/degraded",
                     models_dir="models", out_dir="metrics", scale: int = 4, perceptual_weights: str = "hed",
-                    extra: dict | None = None, external_dir="data/external") -> dict:
+                    extra: dict | None = None, external_dir="data/external", ensemble: bool = False,
+                    name: str | None = None) -> dict:
     """Score one method on the test split, and on the external test set in ``external_dir`` when
     there is one; write its JSON summary (test metrics at the top, external ones under
-    ``external``) and per-slice CSV."""
+    ``external``) and per-slice CSV, named ``name`` (default: the method).
 
+    ``ensemble``: score a model's 8-fold self-ensemble (:func:`cardiac_sr.inference.self_ensemble`, the
+    mean over the flips and rotations of the input) instead of its plain prediction; 8x the time."""
+
+    name = name or method
     if method in BASELINES:
         def run(lr):
             return super_resolve_baseline(method, lr, scale)
@@ -211,6 +216,8 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
         model = load_generator(path)
 
         def run(lr):
+            if ensemble:
+                return self_ensemble(model, lr, scale, progress=False)[1]
             return super_resolve(model, lr, scale, progress=False)
 
     folders = {"test": (prepared_dir, degraded_dir)}
@@ -224,16 +231,16 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
             per_split[split] = []
             continue
         run(data.lr[:8])  # trace and warm up before timing
-        per_split[split], ms = score_split(method, data, run, scale, perceptual_weights)
+        per_split[split], ms = score_split(name, data, run, scale, perceptual_weights)
         times.append(ms)
-    summary = {"method": method, **_split_summary(per_split["test"]),
+    summary = {"method": name, **_split_summary(per_split["test"]),
                "inference_ms_per_slice": round(times[0], 3) if times else None, **(extra or {})}
     if EXTERNAL in per_split:
         summary[EXTERNAL] = _split_summary(per_split[EXTERNAL])
     rows = [r for split in splits for r in per_split[split]]
     out_dir = Path(out_dir)
-    write_json(out_dir / "models" / f"{method}.json", summary)
-    with atomic_file(out_dir / "per_slice" / f"{method}.csv") as tmp:
+    write_json(out_dir / "models" / f"{name}.json", summary)
+    with atomic_file(out_dir / "per_slice" / f"{name}.csv") as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -241,6 +248,6 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
     for split in splits:
         res = summary if split == "test" else summary[split]
         if res["slices"]:
-            log.info("%s on %s: PSNR %.2f dB, SSIM %.4f, ROI PSNR %.2f dB (%d slices)", method, split,
+            log.info("%s on %s: PSNR %.2f dB, SSIM %.4f, ROI PSNR %.2f dB (%d slices)", name, split,
                      res["psnr"]["mean"], res["ssim"]["mean"], res["roi_psnr"]["mean"], res["slices"])
     return summary
