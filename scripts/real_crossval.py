@@ -36,6 +36,11 @@ from cardiac_sr.prepare import prepare, scan
 from cardiac_sr.train import train_model
 
 
+def gains(res: dict, bic: dict, suffix: str = "") -> dict:
+    """PSNR, SSIM and ROI PSNR gains of one method's ``evaluate`` summary over bicubic's."""
+    return {f"{k}_gain{suffix}": res[k]["mean"] - bic[k]["mean"] for k in ("psnr", "ssim", "roi_psnr")}
+
+
 def run_pair(params: dict, source: str, root: str, train_id: str, test_id: str, init: Path | None,
              model: str, work: Path, ensemble: bool = False) -> list[dict]:
     """Prepare and degrade (train_id -> test_id), train ``model`` from scratch and from ``init``, score on
@@ -46,8 +51,12 @@ def run_pair(params: dict, source: str, root: str, train_id: str, test_id: str, 
     scale = section(params, "degrade").scale
     prepare(prep, scale, data / "prepared")
     degrade(params["degrade"], data / "prepared", data / "degraded")
-    scores = {"bicubic": evaluate_method("bicubic", data / "prepared", data / "degraded", out_dir=data / "metrics",
-                                         scale=scale, external_dir=None)}
+
+    def score(method: str, **kw) -> dict:  # the evaluate stage's scoring of the test study (no external set)
+        return evaluate_method(method, data / "prepared", data / "degraded", models_dir=data / "models",
+                               out_dir=data / "metrics", scale=scale, external_dir=None, **kw)
+
+    bic = score("bicubic")
     rows = []
     for start in ["scratch"] + (["init"] if init else []):
         p = copy.deepcopy(params)
@@ -56,25 +65,16 @@ def run_pair(params: dict, source: str, root: str, train_id: str, test_id: str, 
         summary = train_model(model, p, data / "prepared", data / "degraded", model_path=data / "models" / f"{tag}.keras",
                               live_dir=data / "live" / tag, summary_path=data / "train" / f"{tag}.json",
                               scratch_dir=data / "scratch")
-        res = evaluate_method(tag, data / "prepared", data / "degraded", models_dir=data / "models",
-                              out_dir=data / "metrics", scale=scale, external_dir=None)
-        bic = scores["bicubic"]
+        res = score(tag)
         rows.append({
             "train": train_id, "test": test_id, "start": start, "model": model,
             "slices": res["slices"], "train_seconds": summary["train_seconds_this_run"],
             "psnr": res["psnr"]["mean"], "psnr_bicubic": bic["psnr"]["mean"],
-            "psnr_gain": res["psnr"]["mean"] - bic["psnr"]["mean"],
-            "ssim_gain": res["ssim"]["mean"] - bic["ssim"]["mean"],
-            "roi_psnr_gain": res["roi_psnr"]["mean"] - bic["roi_psnr"]["mean"],
+            **gains(res, bic),
             "roi_contoured_slices": res["slices"] - res["roi_fallback_slices"],
         })
         if ensemble:
-            se = evaluate_method(tag, data / "prepared", data / "degraded", models_dir=data / "models",
-                                 out_dir=data / "metrics", scale=scale, external_dir=None, ensemble=True,
-                                 name=f"{tag}-self-ensemble")
-            rows[-1].update({"psnr_gain_ensemble": se["psnr"]["mean"] - bic["psnr"]["mean"],
-                             "ssim_gain_ensemble": se["ssim"]["mean"] - bic["ssim"]["mean"],
-                             "roi_psnr_gain_ensemble": se["roi_psnr"]["mean"] - bic["roi_psnr"]["mean"]})
+            rows[-1].update(gains(score(tag, ensemble=True, name=f"{tag}-self-ensemble"), bic, "_ensemble"))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
