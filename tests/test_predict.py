@@ -279,7 +279,7 @@ def test_overwrite_never_deletes_foreign_files(subset, models, tmp_path, capsys)
     assert main(["predict", str(subset), "-o", str(mine), "--format", "npy", "--model", model, "--overwrite"]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "results"]
-    # a previous DICOM output of ours is replaced; so is a file
+    # a previous DICOM output of ours is replaced; so is a file of ours, never a file of someone else's
     out = tmp_path / "sr"
     assert main(["predict", str(subset), "-o", str(out), "--model", model]) == 0
     first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -287,8 +287,11 @@ def test_overwrite_never_deletes_foreign_files(subset, models, tmp_path, capsys)
     assert set(first) == {p.name for p in out.iterdir()} and len(first) == 6
     (tmp_path / "old.npy").write_text("an older result")
     np.save(tmp_path / "grey.npy", np.ones((2, 16, 16), np.float32))
-    assert main(["predict", str(tmp_path / "grey.npy"), "-o", str(tmp_path / "old.npy"), "--model", model,
-                 "--overwrite"]) == 0
+    again = ["predict", str(tmp_path / "grey.npy"), "-o", str(tmp_path / "old.npy"), "--model", model, "--overwrite"]
+    assert main(again) == 2 and "did not write" in capsys.readouterr().err
+    assert (tmp_path / "old.npy").read_text() == "an older result"
+    (tmp_path / "old.npy").unlink()
+    assert main(again) == 0 and main(again) == 0
     assert np.load(tmp_path / "old.npy").shape == (2, 64, 64)
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
 

@@ -133,7 +133,7 @@ def write_cine_gif(columns: list[tuple[str, np.ndarray]], path: str | Path, zoom
     path = Path(path)
     with atomic_file(path, suffix=".gif") as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0,
-                       optimize=False)
+                       optimize=False, comment=b"cardiac-sr")  # the marker predict --overwrite looks for
     return path
 
 

@@ -115,11 +115,12 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
     input next to super-resolved (:func:`write_preview`).
     """
     fmt = output_format(Path(output), fmt)
-    output = check_output(output, overwrite, fmt)
+    inputs = (input_path, model_path)
+    output = check_output(output, overwrite, fmt, inputs)
     if preview is not None:
         if Path(preview).suffix.lower() != ".gif":
             raise CardiacSRError(f"{preview}: --preview writes an animated GIF; name it *.gif")
-        preview = check_output(preview, overwrite, "gif")
+        preview = check_output(preview, overwrite, "gif", inputs)
     in_fmt, scanned = scan_input(input_path)  # headers only: one study in memory at a time
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
@@ -132,7 +133,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
         raise CardiacSRError(f"{input_path}: holds {len(scanned)} studies; write them as DICOM (an output folder)")
     extra = [_sibling(output, "uncertainty"), _sibling(output, "warning")] if uncertainty else []
     for p in extra:
-        check_output(p, overwrite, fmt)
+        check_output(p, overwrite, fmt, inputs)
     written = []
     model_name = Path(model_path).stem
     dtype = None
@@ -168,7 +169,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
 
 def export(model_path, output, fmt: str = "savedmodel", overwrite: bool = False) -> Path:
     """Export a trained generator for serving: TensorFlow SavedModel or ONNX (atomically)."""
-    output = check_output(output, overwrite, fmt)
+    output = check_output(output, overwrite, fmt, (model_path,))
     model = load_model(model_path)
     if fmt == "savedmodel":
         with atomic_dir(output) as tmp:

@@ -376,7 +376,8 @@ def read_nifti_file(path: str | os.PathLike) -> Study:
         spacing=(zooms[0], zooms[1], zooms[2]),
         sources=np.full(image.shape[:2], str(path), dtype=object),
         meta={"affine": img.affine.tolist(), "nifti_header": img.header.copy(),
-              "nifti_dtype": str(img.get_data_dtype()), "nifti_ndim": len(img.shape)},
+              "nifti_dtype": str(img.get_data_dtype()), "nifti_ndim": len(img.shape),
+              "nifti_scaling": (float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0)))},
     )
 
 

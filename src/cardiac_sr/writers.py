@@ -14,6 +14,7 @@ by ``-(1 - 1/scale) / 2`` of an input pixel along each in-plane axis.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from .errors import CardiacSRError
 from .fileio import atomic_dir, atomic_file
 from .study import Study
+
+log = logging.getLogger(__name__)
 
 
 def output_format(output: Path, requested: str | None) -> str:
@@ -65,9 +68,44 @@ FOLDER_OUTPUTS = {"dicom": (is_predicted_series, "a previous DICOM output of pre
                   "savedmodel": (is_saved_model, "a previous SavedModel export (saved_model.pb, variables/)")}
 
 
-def check_output(output: str | os.PathLike, overwrite: bool, fmt: str) -> Path:
-    """``output`` if it may be written: new, or (with ``overwrite``) a file, or a folder output of ours."""
+def _is_ours(path: Path, fmt: str) -> bool:
+    """True for a file that cardiac-sr wrote: its NIfTI description, .npy header comment or GIF comment
+    starts with :data:`MARKER`."""
+    try:
+        if fmt == "nifti":
+            import nibabel as nib
+
+            return bytes(nib.load(str(path)).header["descrip"]).decode("latin-1").startswith(MARKER)
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        if fmt == "npy":
+            return head.startswith(b"\x93NUMPY") and f"# {MARKER}".encode() in head[:head.find(b"\n")]
+        if fmt == "gif":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return str(im.info.get("comment", b"")[:len(MARKER)], "latin-1") == MARKER
+    except Exception:  # anything unreadable is not ours
+        return False
+    return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_output(output: str | os.PathLike, overwrite: bool, fmt: str, inputs: tuple = ()) -> Path:
+    """``output`` if it may be written: new, or (with ``overwrite``) a file or folder output that cardiac-sr
+    wrote (recognised by its marker or layout), never one of ``inputs`` nor a folder holding one."""
     output = Path(output)
+    for src in inputs:
+        if src is not None and (_inside(Path(src), output) or
+                                (Path(src).exists() and output.exists() and os.path.samefile(src, output))):
+            raise CardiacSRError(f"{output}: is the input {src} (or holds it); choose another output name")
     if not output.parent.is_dir():
         raise CardiacSRError(f"{output}: the output's folder {output.parent} does not exist")
     if not (output.exists() or output.is_symlink()):
@@ -80,7 +118,29 @@ def check_output(output: str | os.PathLike, overwrite: bool, fmt: str) -> Path:
     if output.is_dir() and not ours[0](output):
         raise CardiacSRError(f"{output}: is a folder that holds files cardiac-sr did not write; --overwrite only "
                              f"replaces {ours[1]}, so choose a new folder")
+    if not output.is_dir() and fmt in FILE_OUTPUTS and not _is_ours(output, fmt):
+        raise CardiacSRError(f"{output}: is a file cardiac-sr did not write; --overwrite only replaces "
+                             f"{FILE_OUTPUTS[fmt]}, so choose a new name")
     return output
+
+
+# output formats written as files that carry our marker
+FILE_OUTPUTS = {"nifti": "a NIfTI file written by cardiac-sr (its description starts 'cardiac-sr')",
+                "npy": "a .npy file written by cardiac-sr (its header says '# cardiac-sr')",
+                "gif": "a preview GIF written by cardiac-sr (its comment says 'cardiac-sr')"}
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` layout (format 1.0, readable by ``np.load``) with ``# cardiac-sr`` after the header's
+    dictionary, so ``--overwrite`` can tell our files from a user's; written atomically."""
+    array = np.ascontiguousarray(array)
+    header = repr({"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                   "shape": array.shape}) + f"  # {MARKER}"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"  # pad magic + length + header to 64 bytes
+    with atomic_file(path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin-1"))
+            fh.write(array.tobytes())
 
 
 def _cast_like(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -101,24 +161,123 @@ def sr_affine(affine: np.ndarray, scale: int) -> np.ndarray:
     return a
 
 
-def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, dtype=None) -> None:
-    """(S, T, H, W) -> NIfTI (x, y, slices[, phases]) with the affine updated, written atomically."""
+MARKER = "cardiac-sr"  # starts the NIfTI description and the .npy header comment of every file we write
+
+
+def _storage(study: Study, dtype) -> tuple[np.dtype, float, float]:
+    """(on-disk dtype, slope, intercept) of the input: what a NIfTI output keeps unless the values need more."""
+    if dtype is not None:
+        return np.dtype(dtype), 1.0, 0.0
+    if "nifti_header" in study.meta:
+        slope, inter = study.meta.get("nifti_scaling", (1.0, 0.0))  # nibabel moves them off the header
+        slope = 1.0 if not np.isfinite(slope) or slope == 0 else float(slope)
+        inter = 0.0 if not np.isfinite(inter) else float(inter)
+        return np.dtype(study.meta["nifti_dtype"]), slope, inter
+    headers = study.meta.get("dicom_headers")
+    if headers is None:
+        return np.dtype(np.float32), 1.0, 0.0
+    rescale = {(float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0))
+               for ds in headers.flat}
+    ds = headers.flat[0]
+    bits = int(getattr(ds, "BitsAllocated", 16))
+    if len(rescale) > 1 or bits not in (8, 16):
+        return np.dtype(np.float32), 1.0, 0.0  # a scaling per image cannot be one NIfTI scaling
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    slope, inter = rescale.pop()
+    return np.dtype(f"{'i' if signed else 'u'}{bits // 8}"), slope, inter
+
+
+def _stored_values(data: np.ndarray, dtype: np.dtype, slope: float, inter: float):
+    """``data`` as the input stored it (same dtype, slope and intercept), or float32 when that would
+    clip it; returns (array, slope, intercept) with slope 1, intercept 0 meaning no scaling."""
+    if dtype.kind == "f":
+        return data.astype(dtype), 1.0, 0.0
+    stored = np.rint((data - inter) / slope)
+    info = np.iinfo(dtype)
+    if stored.min() >= info.min and stored.max() <= info.max:
+        return stored.astype(dtype), slope, inter
+    log.info("the super-resolved values (%.4g..%.4g) do not fit the input's %s storage; writing float32",
+             float(data.min()), float(data.max()), dtype)
+    return data.astype(np.float32), 1.0, 0.0
+
+
+def dicom_affine(study: Study) -> np.ndarray | None:
+    """The RAS affine of a DICOM study's voxels laid out as dcm2niix writes them: (column, row counted
+    from the bottom, slice[, phase]); ``None`` without ImagePositionPatient/ImageOrientationPatient."""
+    headers = study.meta["dicom_headers"]
+    first = headers[0, 0]
+    if not all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds in headers[:, 0]):
+        return None
+    iop = np.asarray(first.ImageOrientationPatient, float)
+    along_row, along_col = iop[:3], iop[3:]  # directions of increasing column and row index (LPS)
+    row_mm, col_mm = (float(v) for v in first.PixelSpacing)
+    ipp = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in headers[:, 0]])
+    rows = study.shape2d[0]
+    lps = np.eye(4)
+    lps[:3, 0] = along_row * col_mm
+    lps[:3, 1] = -along_col * row_mm  # rows are stored bottom-up, as dcm2niix does
+    normal = np.cross(along_row, along_col)
+    if len(ipp) > 1:  # slices go along the normal (as the reader sorted them), one mean step apart (as dcm2niix)
+        steps = np.diff(ipp, axis=0)
+        step = (ipp[-1] - ipp[0]) @ normal / (len(ipp) - 1)
+        if np.abs(steps - step * normal).max() > 0.01 * abs(step) + 1e-3:
+            log.warning("patient %s: slice positions are not evenly spaced along the slice normal (steps %s mm); "
+                        "a NIfTI volume has one slice spacing (%.3f mm): write DICOM to keep each slice's position",
+                        study.patient_id, np.round(np.linalg.norm(steps, axis=1), 2).tolist(), step)
+    else:
+        step = study.spacing[2]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = ipp[0] + (rows - 1) * row_mm * along_col
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS -> NIfTI's RAS
+
+
+def _phase_ms(study: Study) -> float:
+    times = np.asarray(study.meta.get("trigger_times_ms", []), float)
+    if times.ndim != 2 or times.shape[1] < 2:
+        return 0.0
+    return float(np.median(np.diff(times, axis=1)))
+
+
+def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, dtype=None,
+                description: str = "super-resolved") -> None:
+    """(S, T, H, W) -> NIfTI, written atomically, with the field of view kept in place.
+
+    A NIfTI input keeps its axes, header, units and storage (dtype, scl_slope/scl_inter); a DICOM input
+    gets the patient geometry from ImagePositionPatient/ImageOrientationPatient in dcm2niix's layout
+    (x = column, y = row from the bottom, z = slice, t = phase), units mm and ms, the phase spacing and
+    the DICOM storage (BitsAllocated, PixelRepresentation, RescaleSlope/Intercept).  Values that the
+    input's storage cannot hold are written as float32 rather than clipped.
+    """
     import nibabel as nib
 
-    if "nifti_header" in study.meta:  # NIfTI input: what the reader kept
+    out_dtype, slope, inter = _storage(study, dtype)
+    if "nifti_header" in study.meta:  # NIfTI input: what the reader kept, axes as stored
         affine, header = np.asarray(study.meta["affine"], float), study.meta["nifti_header"].copy()
-        dtype, ndim = dtype or np.dtype(study.meta["nifti_dtype"]), int(study.meta["nifti_ndim"])
-    else:  # DICOM or npy input: spacing from the study, axes as read
-        affine = np.diag([study.spacing[0], study.spacing[1], study.spacing[2], 1.0])
-        header, dtype, ndim = None, dtype or np.float32, 4
-    data = np.transpose(pred_volume, (2, 3, 0, 1))  # (x, y, slices, phases)
+        ndim, codes = int(study.meta["nifti_ndim"]), (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
+        data = np.transpose(pred_volume, (2, 3, 0, 1))  # (x, y, slices, phases)
+    else:
+        header, ndim, codes = nib.Nifti1Header(), 4, (1, 1)
+        affine = dicom_affine(study) if "dicom_headers" in study.meta else None
+        if affine is None:  # .npy, or DICOM without patient geometry: spacing only, orientation unknown
+            affine, codes = np.diag([study.spacing[1], study.spacing[0], study.spacing[2], 1.0]), (0, 0)
+            if "dicom_headers" in study.meta:
+                log.warning("patient %s: no ImagePositionPatient/ImageOrientationPatient; the NIfTI output has "
+                            "spacing but no patient orientation", study.patient_id)
+        header.set_xyzt_units("mm", "msec")
+        data = np.transpose(pred_volume, (3, 2, 0, 1))[:, ::-1]  # (column, row from the bottom, slice, phase)
     if ndim < 4:  # a 2D/3D input gets a 2D/3D output (the reader added length-1 axes)
         data = data.reshape(data.shape[:max(ndim, 2)])
-    data = _cast_like(data, dtype)
+    stored, slope, inter = _stored_values(np.ascontiguousarray(data), out_dtype, slope, inter)
     new_affine = sr_affine(affine, scale)
-    img = nib.Nifti1Image(data, new_affine, header)  # pixdim follows the new affine
-    img.set_qform(new_affine, code=1)
-    img.set_sform(new_affine, code=1)
+    img = nib.Nifti1Image(stored, new_affine, header)  # pixdim follows the new affine
+    img.set_data_dtype(stored.dtype)
+    img.set_qform(new_affine, code=codes[0])
+    img.set_sform(new_affine, code=codes[1])
+    if ndim == 4 and "nifti_header" not in study.meta:
+        zooms = list(img.header.get_zooms())
+        img.header.set_zooms(zooms[:3] + [_phase_ms(study)])
+    img.header.set_slope_inter(*((slope, inter) if (slope, inter) != (1.0, 0.0) else (np.nan, np.nan)))
+    img.header["descrip"] = f"{MARKER} {description} x{scale}".encode()[:79]
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
     with atomic_file(path, suffix=suffix) as tmp:
         nib.save(img, str(tmp))
@@ -173,13 +332,12 @@ def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, s
                      description: str, dtype=None, progress: bool = True) -> None:
     """Write one volume (S, T, H, W) to ``output`` atomically in ``fmt``."""
     if fmt == "nifti":
-        write_nifti(volume, study, output, scale, dtype)
+        write_nifti(volume, study, output, scale, dtype, description)
     elif fmt == "npy":
         arr = volume.reshape(volume.shape[-2:]) if study.meta.get("ndim") == 2 else volume
         if study.meta.get("ndim") == 3:
             arr = volume.reshape((-1,) + volume.shape[-2:])
-        with atomic_file(output, suffix=".npy") as tmp:
-            np.save(tmp, _cast_like(arr, dtype or np.float32))
+        save_npy(output, _cast_like(arr, dtype or np.float32))
     else:
         with atomic_dir(output) as tmp:
             write_dicom_series(volume, study, tmp, scale, model_name, description, progress)
