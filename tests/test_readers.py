@@ -228,3 +228,122 @@ def test_mixed_matrix_sizes_name_the_odd_file(tmp_path, sunnybrook):
     ds.save_as(odd)
     with pytest.raises(CardiacSRError, match=r"17\.dcm: image size \(128, 128\) differs from the 39 other images"):
         read_dicom(tmp_path / "d")
+
+
+# ---------------------------------------------------------------- what real folders hold
+def _series(sunnybrook, dst, slices=(4, 5), phases=(0, 1, 2)):
+    """Copies of SCD0000101's images at two slice positions x three phases (by position and trigger time)."""
+    files = sorted((sunnybrook / "SCD0000101").glob("*.dcm"), key=lambda p: int(p.stem))
+    by_place = {}
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        by_place.setdefault(round(float(ds.SliceLocation), 1), []).append((float(ds.TriggerTime), f))
+    dst.mkdir(parents=True, exist_ok=True)
+    for pos in [sorted(by_place)[s] for s in slices]:
+        for t in phases:
+            shutil.copy(sorted(by_place[pos])[t][1], dst)
+    return dst
+
+
+def test_a_copied_image_is_dropped_once_and_no_phase_is_lost(tmp_path, sunnybrook, caplog):
+    folder = _series(sunnybrook, tmp_path / "s")
+    first = sorted(folder.iterdir())[0]
+    shutil.copy(first, folder / "copy_of_first.dcm")  # the same SOPInstanceUID
+    ds = pydicom.dcmread(sorted(folder.iterdir())[1])  # a re-export: same pixels, place and time, new UID
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / "reexport.dcm")
+    (st,) = read_dicom(folder, strict=True)
+    assert st.image.shape[:2] == (2, 3)
+    assert sum("duplicate" in r.message for r in caplog.records) == 1
+
+
+def test_two_different_images_at_one_place_and_time_are_an_error_naming_both(tmp_path, sunnybrook):
+    folder = _series(sunnybrook, tmp_path / "s")
+    victim = sorted(folder.iterdir())[0]
+    ds = pydicom.dcmread(victim)
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.PixelData = (ds.pixel_array // 2).astype(ds.pixel_array.dtype).tobytes()
+    ds.save_as(folder / "conflict.dcm")
+    with pytest.raises(CardiacSRError, match="conflict.dcm: a different image at the same slice position") as exc:
+        read_dicom(folder, strict=True)
+    assert victim.name in str(exc.value)
+
+
+def test_a_long_axis_series_is_never_merged_into_the_short_axis_stack(tmp_path, sunnybrook, caplog):
+    folder = _series(sunnybrook, tmp_path / "s")
+    lax_uid = pydicom.uid.generate_uid()
+    for i, f in enumerate(sorted(folder.iterdir())[:3]):
+        ds = pydicom.dcmread(f)
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # a coronal-like long-axis plane
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = lax_uid, 900, "cine 4ch"
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(folder / f"lax{i}.dcm")
+    with pytest.raises(CardiacSRError, match="2 orientations.*'cine 4ch'.*give the folder of one orientation"):
+        read_dicom(folder, strict=True)
+    (st,) = read_dicom(folder)  # prepare/inspect: the short-axis stack, the other named in a warning
+    assert st.image.shape[:2] == (2, 3) and abs(st.spacing[2] - 10) < 0.1
+    assert any("keeping the stack with the most slice positions" in r.message for r in caplog.records)
+
+
+def test_dicomdir_and_reports_are_skipped_and_a_stray_nifti_does_not_switch_the_format(tmp_path, sunnybrook, caplog):
+    from pydicom.dataset import FileMetaDataset
+
+    from cardiac_sr.readers import detect_format, scan_input
+
+    folder = _series(sunnybrook, tmp_path / "s")
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.FileSetID, ds.DirectoryRecordSequence = "CD", []
+    ds.save_as(folder / "DICOMDIR", enforce_file_format=True)
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 2), np.float32), np.eye(4)), folder / "stray.nii.gz")
+    assert detect_format(folder) == "dicom"
+    assert any("ignoring 1 file(s), e.g." in r.message and "stray.nii.gz" in r.message for r in caplog.records)
+    fmt, pairs = scan_input(folder)  # strict, as predict reads
+    assert fmt == "dicom" and pairs[0][1]().image.shape[:2] == (2, 3)
+
+
+def test_enhanced_multiframe_dicom_is_refused_in_one_line(tmp_path, sunnybrook):
+    folder = _series(sunnybrook, tmp_path / "s", slices=(4,), phases=(0,))
+    f = next(folder.iterdir())
+    ds = pydicom.dcmread(f)
+    pixels = ds.pixel_array
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.NumberOfFrames = 2
+    ds.PixelData = np.concatenate([pixels[None]] * 2).tobytes()
+    ds.save_as(f)
+    with pytest.raises(CardiacSRError, match="enhanced \\(multi-frame\\) DICOM") as exc:
+        read_dicom(folder, strict=True)
+    assert "\n" not in str(exc.value)
+
+
+def _jpeg_lossless(ds, uid, predictor):
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    frame = imagecodecs.jpeg8_encode(ds.pixel_array.astype(np.uint16), lossless=True, predictor=predictor,
+                                     bitspersample=16)
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = uid
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessSV1", "JPEGLossless", "JPEGLSLossless", "JPEG2000Lossless",
+                                    "RLELossless", "DeflatedExplicitVRLittleEndian"])
+def test_compressed_transfer_syntaxes_are_decoded_exactly(tmp_path, sunnybrook, syntax):
+    folder = _series(sunnybrook, tmp_path / "s", slices=(4,), phases=(0, 1))
+    plain = read_dicom(folder, strict=True)[0].image
+    uid = getattr(pydicom.uid, syntax)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        if syntax.startswith("JPEGLossless"):
+            _jpeg_lossless(ds, uid, predictor=1 if syntax.endswith("SV1") else 2)
+        elif syntax.startswith("Deflated"):
+            ds.file_meta.TransferSyntaxUID = uid
+        else:
+            ds.compress(uid)
+        ds.save_as(f)
+        assert pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID == uid
+    np.testing.assert_array_equal(read_dicom(folder, strict=True)[0].image, plain)

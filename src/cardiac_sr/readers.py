@@ -148,9 +148,32 @@ def _read_dicom_header(path: Path):
             ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises many types for broken files
         raise CardiacSRError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc})") from exc
-    if "Rows" not in ds or "Columns" not in ds:  # a truncated file, or DICOM that holds no image
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    if sop_class == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+        raise NotAnImage(f"{path}: a DICOMDIR (the index of a CD/DVD export)")
+    if "Rows" not in ds or "Columns" not in ds:
+        if sop_class and "PixelData" not in ds and "Image" not in _uid_name(sop_class):
+            raise NotAnImage(f"{path}: a DICOM {_uid_name(sop_class) or sop_class} object, not an image")
         raise CardiacSRError(f"{path}: not a readable DICOM image (no image rows and columns in its header)")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or sop_class in ENHANCED_CLASSES:
+        raise CardiacSRError(f"{path}: is an enhanced (multi-frame) DICOM image with {ds.get('NumberOfFrames', '?')} "
+                             "frames in one file, which cardiac-sr does not read; export the series as one image "
+                             "per file (classic MR), or convert it to NIfTI with dcm2niix")
     return ds
+
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+ENHANCED_CLASSES = {"1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4"}  # Enhanced MR, Legacy Converted
+
+
+class NotAnImage(CardiacSRError):
+    """A DICOM file that holds no image (a DICOMDIR, a report, a presentation state): skipped, never an error."""
+
+
+def _uid_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    return str(UID(uid).name) if uid else ""
 
 
 def scan_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = None,
@@ -169,15 +192,21 @@ def scan_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = Non
     if not candidates:
         raise CardiacSRError(f"{root}: no DICOM files found")
     files: dict[str, list[Path]] = defaultdict(list)
+    not_images = []
     for f in candidates:
         try:
             ds = _read_dicom_header(f)
+        except NotAnImage as exc:
+            not_images.append(str(exc))
+            continue
         except CardiacSRError as exc:
             if strict:
                 raise
             log.warning("skipping %s", exc)
             continue
         files[_patient_key(ds, f, root)].append(f)
+    if not_images:
+        log.info("ignoring %d DICOM file(s) that hold no image, e.g. %s", len(not_images), not_images[0])
     if not files:
         raise CardiacSRError(f"{root}: no readable DICOM image")
     contour_index = _find_contours(root, contours)
@@ -201,7 +230,74 @@ def _load_dicom_study(pid: str, files: list[Path], contour_index: dict, strict: 
             raise CardiacSRError(f"patient {pid}: no readable DICOM image among its {len(files)} files")
         log.warning("skipping patient %s: no readable DICOM image among its %d files", pid, len(files))
         return None
-    return _assemble_dicom_study(pid, items, contour_index)
+    return _assemble_dicom_study(pid, _one_orientation(pid, _without_duplicates(pid, items), strict), contour_index)
+
+
+def _without_duplicates(pid: str, items: list[tuple]) -> list[tuple]:
+    """Drop copies of one image (the same SOPInstanceUID, or the same pixels at the same position, time and
+    series), saying so once; two different images at the same position, time and series are an error naming
+    both files."""
+    seen: dict[tuple, tuple] = {}
+    keep, dropped = [], []
+    for it in items:
+        ds, pixels, f = it
+        uid = str(getattr(ds, "SOPInstanceUID", "") or "")
+        place = (str(getattr(ds, "SeriesInstanceUID", "")), round(_slice_position(ds, f), 1),
+                 getattr(ds, "TriggerTime", None), tuple(np.round(np.asarray(getattr(ds, "ImageOrientationPatient", []), float), 3)))
+        first = seen.get(("uid", uid)) if uid else None
+        if first is None and place[2] is not None:
+            first = seen.get(("place", place))
+            if first is not None and not (first[1].shape == pixels.shape and np.array_equal(first[1], pixels)):
+                raise CardiacSRError(f"{f}: a different image at the same slice position ({place[1]} mm), trigger "
+                                     f"time ({place[2]} ms) and series as {first[2]}; remove the one that does not "
+                                     "belong to the cine series")
+        if first is not None:
+            dropped.append((f, first[2]))
+            continue
+        if uid:
+            seen[("uid", uid)] = it
+        if place[2] is not None:
+            seen[("place", place)] = it
+        keep.append(it)
+    if dropped:
+        log.warning("patient %s: ignoring %d duplicate image(s), e.g. %s (a copy of %s)", pid, len(dropped),
+                    dropped[0][0], dropped[0][1])
+    return keep
+
+
+def _orientation_label(group: list[tuple]) -> str:
+    ds = group[0][0]
+    series = sorted({str(getattr(it[0], "SeriesNumber", "?")) for it in group})
+    desc = str(getattr(ds, "SeriesDescription", "") or "").strip()
+    positions = len({round(_slice_position(it[0], it[2]), 1) for it in group})
+    return (f"series {','.join(series[:4])}{'...' if len(series) > 4 else ''}{f' {desc!r}' if desc else ''}: "
+            f"{len(group)} images at {positions} positions in {Path(group[0][2]).parent}")
+
+
+def _one_orientation(pid: str, items: list[tuple], strict: bool) -> list[tuple]:
+    """The images of one stack orientation: images of another orientation (a long-axis series beside the
+    short-axis stack) are never merged into it.  With several, ``strict`` (predict, assess) refuses with a
+    line that lists them; otherwise (prepare, inspect) the stack with the most slice positions is kept and
+    the others are named in a warning."""
+    groups: list[list[tuple]] = []
+    for it in items:
+        iop = np.asarray(getattr(it[0], "ImageOrientationPatient", [0] * 6), float)
+        for g in groups:
+            if np.abs(np.asarray(getattr(g[0][0], "ImageOrientationPatient", [0] * 6), float) - iop).max() < 0.01:
+                g.append(it)
+                break
+        else:
+            groups.append([it])
+    if len(groups) == 1:
+        return items
+    groups.sort(key=lambda g: (len({round(_slice_position(it[0], it[2]), 1) for it in g}), len(g)), reverse=True)
+    listing = "; ".join(_orientation_label(g) for g in groups)
+    if strict:
+        raise CardiacSRError(f"patient {pid}: images in {len(groups)} orientations, which are not one cine stack "
+                             f"({listing}); give the folder of one orientation's series")
+    log.warning("patient %s: images in %d orientations; keeping the stack with the most slice positions (%s)",
+                pid, len(groups), listing)
+    return groups[0]
 
 
 def read_dicom(path: str | os.PathLike, contours: str | os.PathLike | None = None,
@@ -472,10 +568,15 @@ def detect_format(path: str | os.PathLike) -> str:
         if path.suffix.lower() == ".npy":
             return "npy"
         return "dicom"
-    for f in _files_under(path):
-        if _is_nifti(f):
-            return "nifti"
-    return "dicom"
+    files = _files_under(path)
+    nifti = [f for f in files if _is_nifti(f)]
+    dicom = [f for f in files if not _is_nifti(f) and _looks_like_dicom(f)]
+    if nifti and dicom:  # decide by what the folder holds, and say what is left out
+        fmt, ignored = ("nifti", dicom) if len(nifti) > len(dicom) else ("dicom", nifti)
+        log.warning("%s: holds %d NIfTI and %d DICOM files; reading it as %s and ignoring %d file(s), e.g. %s",
+                    path, len(nifti), len(dicom), fmt.upper() if fmt == "dicom" else "NIfTI", len(ignored), ignored[0])
+        return fmt
+    return "nifti" if nifti else "dicom"
 
 
 def scan_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[tuple[str, Callable]]]:
