@@ -96,8 +96,9 @@ def test_training_is_deterministic_and_logs(tmp_path, tiny_data, tiny_params, ca
     caplog.set_level("INFO")
     a, summary = _train(tmp_path, tiny_data, tiny_params, tag="a")
     b, _ = _train(tmp_path, tiny_data, tiny_params, tag="b")
-    for x, y in zip(_weights(a / "mse-TS.keras"), _weights(b / "mse-TS.keras")):
+    for x, y in zip(_weights(a / "mse-TS.keras"), _weights(b / "mse-TS.keras"), strict=True):
         np.testing.assert_array_equal(x, y)
+    assert (a / "mse-TS.keras").read_bytes() == (b / "mse-TS.keras").read_bytes()  # the md5 dvc.lock records
     assert any("ETA" in r.message and "step 3/3" in r.message for r in caplog.records)
     assert summary["parameters"] > 0 and summary["epochs"] == 2 and summary["epoch_seconds"] > 0
     rows = (a / "dvclive" / "mse-TS" / "plots" / "metrics" / "eval" / "psnr.tsv").read_text().splitlines()
@@ -289,12 +290,12 @@ def test_gpu_profile_code_path_runs_on_cpu(tmp_path, tiny_data, tiny_params):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("steps_per_epoch", 0, r"'train.steps_per_epoch' must be >= 1, got 0"),
-    ("epochs", 0, r"'train.epochs' must be >= 1, got 0"),
-    ("epochs", -3, r"'train.epochs' must be >= 1, got -3"),
-    ("batch_size", 0, r"'train.batch_size' must be >= 1, got 0"),
+    ("steps_per_epoch", 0, r"'train.steps_per_epoch' must be in \[1, 1000000\], got 0"),
+    ("epochs", 0, r"'train.epochs' must be in \[1, 100000\], got 0"),
+    ("epochs", -3, r"'train.epochs' must be in \[1, 100000\], got -3"),
+    ("batch_size", 0, r"'train.batch_size' must be in \[1, 1024\], got 0"),
     ("learning_rate", "abc", r"'train.learning_rate' must be a number, got 'abc'"),
-    ("learning_rate", -0.001, r"'train.learning_rate' must be >= 0, got -0.001"),
+    ("learning_rate", -0.001, r"'train.learning_rate' must be in \[0, 1\], got -0.001"),
     ("patch_size", 32.5, r"'train.patch_size' must be an integer, got 32.5"),
 ])
 def test_bad_numeric_train_params_are_refused_before_training(tiny_params, key, value, message):
@@ -362,3 +363,26 @@ def test_a_code_change_invalidates_the_checkpoint(tmp_path, tiny_data):
     assert train.fingerprint({"epochs": 1}, files + [code]) != a
     assert {p.name for p in train.CODE_FILES} == {"train.py", "callbacks.py", "models.py", "losses.py", "distributed.py"}
     assert all(p.is_file() for p in train.CODE_FILES)
+
+
+def test_a_diverging_run_stops_in_one_line_keeps_the_last_finite_checkpoint_and_publishes_nothing(
+        tmp_path, tiny_data, tiny_params, monkeypatch):
+    import keras
+
+    import cardiac_sr.losses
+
+    monkeypatch.setenv("CARDIAC_SR_STOP_AFTER_EPOCH", "1")  # epoch 1 trains normally and is checkpointed
+    with pytest.raises(Interrupted):
+        _train(tmp_path, tiny_data, tiny_params)
+    monkeypatch.delenv("CARDIAC_SR_STOP_AFTER_EPOCH")
+    # then the loss turns infinite (as a learning rate far too high makes it)
+    monkeypatch.setattr(cardiac_sr.losses, "make_loss",
+                        lambda *a: lambda y, p: keras.ops.mean(keras.ops.square(y - p)) / 0.0)
+    with pytest.raises(CardiacSRError) as err:
+        _train(tmp_path, tiny_data, tiny_params)
+    message = str(err.value)
+    assert "training diverged: the loss became inf in epoch 2, step 1" in message and "\n" not in message
+    assert "no model was published" in message and "checkpoint after epoch 1 of 2 is kept" in message
+    assert not (tmp_path / "run" / "mse-TS.keras").exists()
+    state = json.loads((tmp_path / "run" / "scratch" / "mse-TS" / "state.json").read_text())
+    assert state["epochs_done"] == 1

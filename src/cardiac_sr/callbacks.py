@@ -1,5 +1,6 @@
 """The Keras callbacks of the train stage and its checkpoints (plain classes, as in the keras.io examples).
 
+* :class:`StopOnNonFinite`: stops the run at the first NaN or infinite loss (before any checkpoint of it);
 * :class:`Validation`: val_psnr / val_ssim on whole val slices after every epoch;
 * :class:`Progress`: one log line about every 20 s with the ETA;
 * :class:`Checkpoint`: weights, optimiser state, the dvclive folder and the last
@@ -23,6 +24,33 @@ from .inference import super_resolve
 from .metrics import psnr, ssim
 
 log = logging.getLogger("cardiac_sr.train")
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite (raised by :class:`StopOnNonFinite`)."""
+
+    def __init__(self, epoch: int, step: int, value: float):
+        super().__init__(f"the loss became {value} in epoch {epoch + 1}, step {step + 1}")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raises :class:`NonFiniteLoss` at the first step whose loss (or epoch whose val_loss) is not finite,
+    so no checkpoint or model of a diverged run is ever written (Keras' ``TerminateOnNaN`` only stops, and
+    the run would then publish).  Listed first, it runs before :class:`Checkpoint`."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(value):
+            raise NonFiniteLoss(self.epoch, batch, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get("val_loss", 0.0))
+        if not np.isfinite(value):
+            raise NonFiniteLoss(epoch, -1, value)
 
 
 class Validation(keras.callbacks.Callback):

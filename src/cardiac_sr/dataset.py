@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from .errors import CardiacSRError
 from .names import EXTERNAL
+from .params import check_percentile
 from .study import Study
 
 MANIFEST_FIELDS = [
@@ -63,8 +64,7 @@ class Normalisation:
 
 def fit_normalisation(volume: np.ndarray, percentile: float = 99.5, name: str = "volume") -> Normalisation:
     """Per-volume normalisation: offset = min(0, min), scale = percentile of (volume - offset)."""
-    if not 50.0 < percentile <= 100.0:
-        raise CardiacSRError(f"prepare.percentile must be in (50, 100], got {percentile}")
+    percentile = check_percentile(percentile, source=name)
     if not np.all(np.isfinite(volume)):
         raise CardiacSRError(f"{name}: contains NaN or infinite intensities")
     offset = float(min(0.0, float(volume.min())))

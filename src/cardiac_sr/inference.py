@@ -36,6 +36,10 @@ def load_model(path: str | os.PathLike = DEFAULT_MODEL):
     from .models import load_generator
 
     path = Path(path)
+    if path.is_dir():
+        what = ("a TensorFlow SavedModel folder (an export for serving)" if (path / "saved_model.pb").is_file()
+                else "a folder")
+        raise CardiacSRError(f"{path}: is {what}; --model takes the trained .keras file (e.g. models/mse-NN.keras)")
     if not path.is_file():
         hint = " (train and select one with `dvc repro`, or pass --model)" if str(path) == DEFAULT_MODEL else ""
         raise CardiacSRError(f"{path}: model file not found{hint}")
@@ -46,9 +50,40 @@ def load_model(path: str | os.PathLike = DEFAULT_MODEL):
     except Exception as exc:
         raise CardiacSRError(f"{path}: cannot be loaded as a Keras model in safe mode "
                              f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    if len(model.inputs) != 1 or model.inputs[0].shape[-1] != 1 or model.outputs[0].shape[-1] != 1:
-        raise CardiacSRError(f"{path}: not a single-channel super-resolution model")
+    _check_contract(model, path)
     return model
+
+
+def _check_contract(model, path: Path) -> None:
+    """What every caller relies on: one single-channel image in and out, any size in, an integer up-scaling
+    >= 2 out, finite values; anything else is one line naming the model file."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise CardiacSRError(f"{path}: has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); a "
+                             "super-resolution model has one of each")
+    shape_in, shape_out = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+    if len(shape_in) != 4 or shape_in[-1] != 1 or len(shape_out) != 4 or shape_out[-1] != 1:
+        raise CardiacSRError(f"{path}: takes {shape_in} and gives {shape_out}; a super-resolution model takes and "
+                             "gives single-channel images (batch, height, width, 1)")
+    if shape_in[1] is not None or shape_in[2] is not None:
+        raise CardiacSRError(f"{path}: takes only {shape_in[1]} x {shape_in[2]} images; cardiac-sr needs a fully "
+                             "convolutional model that takes any image size (input shape (None, None, None, 1))")
+    sizes = []
+    for h, w in ((8, 8), (8, 12)):
+        try:
+            y = np.asarray(model.predict_on_batch(np.full((1, h, w, 1), 0.5, np.float32)))
+        except Exception as exc:
+            raise CardiacSRError(f"{path}: fails on a {h} x {w} test image ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:150] if str(exc) else ''})") from None
+        sizes.append((h, w, y.shape))
+        if not np.isfinite(y).all():
+            raise CardiacSRError(f"{path}: gives NaN or infinite values on a test image (a diverged or broken "
+                                 "model); nothing was written")
+    scales = {(shape[1] / h, shape[2] / w) for h, w, shape in sizes}
+    if len(scales) != 1 or len(set(next(iter(scales)))) != 1 or not float(next(iter(scales))[0]).is_integer() \
+            or next(iter(scales))[0] < 2:
+        shown = ", ".join(f"{h} x {w} -> {shape[1]} x {shape[2]}" for h, w, shape in sizes)
+        raise CardiacSRError(f"{path}: is not an up-scaling model ({shown}); cardiac-sr needs an output of an "
+                             "integer factor >= 2 times the input size")
 
 
 PIPELINE_SCALE = 4  # the factor of the pipeline's default models (params.yaml degrade.scale)
@@ -108,6 +143,9 @@ def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, ti
             # [:len(x)]: under a MirroredStrategy, Keras 3's predict_on_batch returns every replica's copy
             # of the whole batch (n replicas x len(x) images, the first len(x) being the result)
             y = model.predict_on_batch(x)[:len(x), ..., 0]
+            if not np.isfinite(y).all():
+                raise CardiacSRError(f"model {model.name}: its output holds NaN or infinite values (a diverged or "
+                                     "broken model); stopped before writing anything")
             out[i:i + batch_size, kr0 * scale:kr1 * scale, kc0 * scale:kc1 * scale] = \
                 y[:, (kr0 - r0) * scale:(kr1 - r0) * scale, (kc0 - c0) * scale:(kc1 - c0) * scale]
             bar.update(len(x))

@@ -242,13 +242,34 @@ CARD_DEFAULTS = {"normalisation": {"percentile": 99.5},
                  "degradation": {"method": "blur_bicubic", "blur_sigma": 1.0, "window": "none"}}
 
 
-def write_model_card(path, card: dict) -> None:
-    """Add ``card`` to the saved ``.keras`` file at ``path`` (before it is renamed into place)."""
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry: no clock in the bytes
+
+
+def save_generator(model, path, card: dict) -> None:
+    """Save ``model`` as a ``.keras`` file at ``path`` with ``card`` inside, byte for byte the same for the
+    same weights: Keras' own archive is rewritten with fixed entry dates, its ``date_saved`` left out and
+    the card added last (so ``dvc.lock``'s md5 of a model is a fact anyone can check)."""
     import json
+    import re
     import zipfile
 
-    with zipfile.ZipFile(path, "a") as zf:
-        zf.writestr(MODEL_CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members + [(MODEL_CARD, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())]:
+            if name == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            elif name == "config.json":  # objects shared by layers are keyed by id(): number them in order
+                ids: dict[str, str] = {}
+                data = re.sub(rb'"shared_object_id": (\d+)',
+                              lambda m: b'"shared_object_id": ' + ids.setdefault(m.group(1), str(len(ids) + 1)).encode(),
+                              data)
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
 
 
 def read_model_card(path) -> dict | None:

@@ -15,6 +15,7 @@ attributes, never ``.get`` with a default of their own.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -32,23 +33,29 @@ _POSITIVE = 1e-12  # the lower bound of "> 0"
 # ----------------------------------------------------------------------------- checks of one value
 
 def number(value: Any, key: str, kind: type = float, low: float | None = None, high: float | None = None,
-           source: str = "params.yaml") -> int | float:
-    """``value`` as an int or float within [low, high]; anything else is a one-line error naming ``key``."""
+           source: str = "params.yaml", open_low: bool = False, power_of_two: bool = False) -> int | float:
+    """``value`` as a finite int or float within [low, high] (``open_low``: (low, high]); anything else is a
+    one-line error naming ``key``.  NaN and infinities are refused: they would train or degrade to NaN."""
     what = "an integer" if kind is int else "a number"
     ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok and not math.isfinite(value):
+        raise CardiacSRError(f"{source}: '{key}' must be a finite number, got {value!r}")
     if ok and kind is int and float(value) != int(value):
         ok = False
     if not ok:
         raise CardiacSRError(f"{source}: '{key}' must be {what}, got {value!r}")
     value = kind(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        if low == _POSITIVE:
+    too_low = low is not None and (value <= low if open_low else value < low)
+    if too_low or (high is not None and value > high):
+        if low == _POSITIVE and high is None:
             bounds = "> 0"
         elif high is None:
             bounds = f">= {low}"
         else:
-            bounds = f"in [{low}, {high}]"
+            bounds = f"in {'(' if open_low else '['}{0 if low == _POSITIVE else low}, {high}]"
         raise CardiacSRError(f"{source}: '{key}' must be {bounds}, got {value!r}")
+    if power_of_two and value & (value - 1):
+        raise CardiacSRError(f"{source}: '{key}' must be a power of two (2, 4, 8), got {value!r}")
     return value
 
 
@@ -70,12 +77,20 @@ def _field(default: Any = _MISSING, **rule) -> Any:
     return field(default=default, metadata=rule)
 
 
-def integer(default: Any = _MISSING, low: float | None = None, high: float | None = None) -> Any:
-    return _field(default, kind=int, low=low, high=high)
+def integer(default: Any = _MISSING, low: float | None = None, high: float | None = None, **rule) -> Any:
+    return _field(default, kind=int, low=low, high=high, **rule)
 
 
-def real(default: Any = _MISSING, low: float | None = None, high: float | None = None) -> Any:
-    return _field(default, kind=float, low=low, high=high)
+def real(default: Any = _MISSING, low: float | None = None, high: float | None = None, **rule) -> Any:
+    return _field(default, kind=float, low=low, high=high, **rule)
+
+
+PERCENTILE = {"low": 50, "high": 100, "open_low": True}  # prepare.percentile: (50, 100], here and in dataset.py
+
+
+def check_percentile(value: Any, source: str = "params.yaml") -> float:
+    """The one rule for the normalisation percentile (params.yaml, model cards, --percentile)."""
+    return number(value, "prepare.percentile", float, source=source, **PERCENTILE)
 
 
 def one_of(names: tuple[str, ...], default: Any = _MISSING) -> Any:
@@ -116,7 +131,8 @@ def _check(value: Any, rule: dict, key: str, source: str) -> Any:
         return tuple(choice(v, rule["each"], key, source) for v in value)
     kind = rule["kind"]
     if kind in (int, float):
-        return number(value, key, kind, rule.get("low"), rule.get("high"), source)
+        return number(value, key, kind, rule.get("low"), rule.get("high"), source, rule.get("open_low", False),
+                      rule.get("power_of_two", False))
     if kind is bool:
         if not isinstance(value, bool):
             raise CardiacSRError(f"{source}: '{key}' must be true or false, got {value!r}")
@@ -165,13 +181,13 @@ class Section:
 @dataclass(frozen=True)
 class Phantom(Section):
     """``prepare.phantom``: the default data (README "The phantom")."""
-    patients: int = integer(low=1)
-    slices: int = integer(low=1)
-    phases: int = integer(low=1)
-    size: int = integer(low=16)
-    spacing_mm: float = real(low=_POSITIVE)
-    slice_thickness_mm: float = real(low=_POSITIVE)
-    snr: float = real(low=_POSITIVE)
+    patients: int = integer(low=1, high=10000)
+    slices: int = integer(low=1, high=200)
+    phases: int = integer(low=1, high=200)
+    size: int = integer(low=16, high=1024)
+    spacing_mm: float = real(low=_POSITIVE, high=20)
+    slice_thickness_mm: float = real(low=_POSITIVE, high=100)
+    snr: float = real(low=_POSITIVE, high=1e6)
     randomise: float = real(0.0, 0, 1)
     randomise_splits: tuple = names_of(SPLITS, ("train", "val"))
 
@@ -182,24 +198,24 @@ class Prepare(Section):
     source: str = one_of(SOURCES)
     seed: int = integer(low=0)
     split: dict = mapping()
-    hr_size: int = integer(low=1)
-    percentile: float = real(low=50, high=100)
+    hr_size: int = integer(low=1, high=2048)  # a multiple of degrade.scale (checked by prepare)
+    percentile: float = real(**PERCENTILE)
     path: str | None = text(None)
     contours: str | None = text(None)
     strict: bool = flag(False)
     phantom: Phantom | None = nested(Phantom, None)
-    workers: int = integer(2, low=1)
+    workers: int = integer(2, low=1, high=64)
 
 
 @dataclass(frozen=True)
 class Degrade(Section):
     """``degrade``: how the low-resolution inputs are made."""
     method: str = one_of(DEGRADATIONS)
-    scale: int = integer(low=2)
+    scale: int = integer(low=2, high=8, power_of_two=True)  # the generator up-samples in steps of 2
     seed: int = integer(7, low=0)
-    blur_sigma: float = real(1.0, low=0)
+    blur_sigma: float = real(1.0, low=0, high=10)  # HR pixels
     window: str = one_of(WINDOWS, "none")
-    noise_sigma: float = real(0.0, low=0)
+    noise_sigma: float = real(0.0, low=0, high=1)  # on the [0, 1] scale
 
 
 @dataclass(frozen=True)
@@ -207,34 +223,34 @@ class Perceptual(Section):
     """``train.perceptual``: the VGG16 feature loss."""
     layer: str = text("block2_conv2")
     weights: str = text("hed")
-    pixel_weight: float = real(0.0, low=0)
+    pixel_weight: float = real(0.0, low=0, high=1e9)
 
 
 @dataclass(frozen=True)
 class Train(Section):
     """``train``, shared by the four models; ``models.<name>`` overrides any of it for one model."""
-    learning_rate: float = real(low=0)  # 0 is allowed: a run that only publishes its train.init weights
-    batch_size: int = integer(low=1)
-    patch_size: int = integer(low=1)
-    epochs: int = integer(low=1)
-    steps_per_epoch: int = integer(low=1)
+    learning_rate: float = real(low=0, high=1)  # 0 is allowed: a run that only publishes its train.init weights
+    batch_size: int = integer(low=1, high=1024)
+    patch_size: int = integer(low=1, high=1024)
+    epochs: int = integer(low=1, high=100000)
+    steps_per_epoch: int = integer(low=1, high=1000000)
     seed: int = integer(low=0)
     optimizer: str = one_of(OPTIMIZERS, "adam")
     ema: float = real(0.0, low=0, high=0.9999)  # momentum of the weights' moving average published as the model; 0: off
-    val_slices: int = integer(32, low=0)
-    val_batches: int = integer(4, low=1)
+    val_slices: int = integer(32, low=0, high=100000)
+    val_batches: int = integer(4, low=1, high=10000)
     init: str | None = text(None)
     strategy: str = one_of(STRATEGIES, "auto")
     mixed_precision: bool = flag(False)
     jit_compile: bool = flag(False)
     deterministic: bool | None = flag(None)  # None: deterministic unless jit_compile
-    filters: int = integer(64, low=1)
-    res_blocks: int = integer(4, low=0)
-    head_kernel: int = integer(9, low=1)
-    kernel: int = integer(3, low=1)
-    up_kernel: int = integer(3, low=1)
+    filters: int = integer(64, low=1, high=512)
+    res_blocks: int = integer(4, low=0, high=64)
+    head_kernel: int = integer(9, low=1, high=31)
+    kernel: int = integer(3, low=1, high=31)
+    up_kernel: int = integer(3, low=1, high=31)
     up_init: str = one_of(UP_INITS, "bilinear")
-    output_kernel: int = integer(9, low=1)
+    output_kernel: int = integer(9, low=1, high=31)
     batch_norm: bool = flag(False)
     global_skip: bool = flag(True)
     perceptual: Perceptual = nested(Perceptual, Perceptual())

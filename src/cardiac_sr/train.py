@@ -253,9 +253,10 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from .callbacks import Checkpoint, Progress, Validation, checkpoint_state, fmt_time, restore_checkpoint
+    from .callbacks import (Checkpoint, NonFiniteLoss, Progress, StopOnNonFinite, Validation, checkpoint_state,
+                            fmt_time, restore_checkpoint)
     from .losses import make_loss
-    from .models import build_generator, generator_kwargs, write_model_card
+    from .models import build_generator, generator_kwargs, save_generator
 
     loss_name, upsampling = split_model_name(name)
     cfg, scale = model_config(params, name)
@@ -321,7 +322,7 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     live = Live(dir=str(live_dir), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
     if start:
         live.step = start  # dvclive's resume leaves step 0 after one finished epoch; one step per epoch here
-    callbacks = ([Validation(vlr[vsel], vhr[vsel], scale)] if has_val else []) + [
+    callbacks = [StopOnNonFinite()] + ([Validation(vlr[vsel], vhr[vsel], scale)] if has_val else []) + [
         Progress(name, epochs, spe, start), DVCLiveCallback(live=live),
         Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
     if worker:  # the chief alone writes the checkpoint (validation stays: its inference is a collective op)
@@ -337,12 +338,16 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
             else:
                 history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
                                     validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False).history
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, NonFiniteLoss) as exc:
             state = checkpoint_state(ckpt_dir)
             done = state.get("epochs_done", 0) if state.get("fingerprint") == fp else 0
-            kept = (f"the checkpoint after epoch {done} of {epochs} is kept in {ckpt_dir}, re-run to resume"
+            kept = (f"the checkpoint after epoch {done} of {epochs} is kept in {ckpt_dir}"
                     if done else "no epoch had finished, nothing is kept")
-            raise Interrupted(f"{name}: training interrupted; {kept}") from None
+            if isinstance(exc, NonFiniteLoss):
+                raise CardiacSRError(f"{name}: training diverged: {exc} (learning rate {cfg.learning_rate}); "
+                                     f"no model was published; {kept}") from None
+            raise Interrupted(f"{name}: training interrupted; {kept}, re-run to resume" if done else
+                              f"{name}: training interrupted; {kept}") from None
         final = {k: float(v[-1]) for k, v in history.items()}
     else:  # a complete checkpoint and its model exist (a re-run by hand): report the last epoch's values
         final = checkpoint_state(ckpt_dir).get("last_epoch", {})
@@ -353,9 +358,10 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     # Publish a clean, uncompiled generator: no loss/optimiser inside, loads in safe mode anywhere.
     clean = build_generator(**generator_kwargs(cfg, upsampling, scale), name=name)
     clean.set_weights(model.get_weights())
+    if not all(np.isfinite(w).all() for w in clean.get_weights()):
+        raise CardiacSRError(f"{name}: the trained weights are not finite (NaN or inf); no model was published")
     with atomic_file(model_path, suffix=".keras") as tmp:
-        clean.save(tmp)
-        write_model_card(tmp, model_card(name, params))
+        save_generator(clean, tmp, model_card(name, params))
     summary = {
         "model": name, "loss": loss_name, "upsampling": upsampling, "parameters": n_params,
         "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg.patch_size,
