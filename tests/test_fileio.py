@@ -61,3 +61,67 @@ def test_leftovers_of_killed_runs_are_removed_when_the_target_is_written_again(t
         (tmp / "s000_t000.dcm").write_bytes(b"x")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [".model.keras.tmp-now.keras", ".unrelated.tmp-1", "model.keras", "series"])
+
+
+# ---------------------------------------------------------------- faults a user can cause: one line each
+def _raise(code):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+@pytest.mark.parametrize("code, reason", [(28, "no space left on the device"), (30, "read-only file system"),
+                                          (13, "permission denied")])
+def test_a_write_fault_is_one_line_naming_the_path_and_leaves_nothing(tmp_path, code, reason):
+    from cardiac_sr.errors import CardiacSRError
+
+    with pytest.raises(CardiacSRError) as err:
+        with atomic_dir(tmp_path / "series") as tmp:
+            (tmp / "a.dcm").write_bytes(b"x")
+            _raise(code)()
+    assert str(err.value) == f"{tmp_path / 'series'}: cannot write it ({reason}); nothing was written"
+    (tmp_path / "kept.npy").write_bytes(b"old")
+    with pytest.raises(CardiacSRError, match="the previous version is kept"):
+        with atomic_file(tmp_path / "kept.npy") as tmp:
+            _raise(code)()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.npy"]
+    assert (tmp_path / "kept.npy").read_bytes() == b"old"
+
+
+def test_a_read_only_place_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    import cardiac_sr.predict
+    from cardiac_sr.cli import main
+
+    np.save(tmp_path / "x.npy", np.ones((2, 16, 16), np.float32))
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", _raise(30))
+    monkeypatch.setattr(cardiac_sr.predict, "load_model", lambda *a: pytest.fail("work started"))
+    assert main(["predict", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 2
+    assert capsys.readouterr().err == (f"cardiac-sr: error: {tmp_path / 'y.npy'}: cannot write in {tmp_path} "
+                                       "(read-only file system)\n")
+
+
+def test_a_target_another_run_wrote_meanwhile_is_never_replaced(tmp_path):
+    from cardiac_sr.errors import CardiacSRError
+
+    for target, block in ((tmp_path / "a.nii.gz", atomic_file), (tmp_path / "series", atomic_dir)):
+        with pytest.raises(CardiacSRError, match="was written by another run meanwhile"):
+            with block(target, replace=False) as tmp:
+                if block is atomic_file:
+                    tmp.write_bytes(b"mine")
+                    target.write_bytes(b"theirs")
+                else:
+                    target.mkdir()
+                    (target / "theirs").write_bytes(b"theirs")
+        assert (target.read_bytes() if target.is_file() else (target / "theirs").read_bytes()) == b"theirs"
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_replacing_a_symlinked_output_leaves_no_hidden_link_and_spares_its_destination(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    (tmp_path / "out").symlink_to(elsewhere)
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "new.dcm").write_bytes(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "out"]
+    assert (elsewhere / "keep.txt").read_text() == "keep" and (tmp_path / "out" / "new.dcm").is_file()

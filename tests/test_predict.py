@@ -454,3 +454,16 @@ def test_super_resolve_keeps_one_copy_of_a_replicated_batch():
     images = np.random.default_rng(0).random((5, 8, 6)).astype(np.float32)
     out = super_resolve(Replicated(), images, 2, batch_size=2, progress=False)
     np.testing.assert_array_equal(out, np.repeat(np.repeat(images, 2, axis=1), 2, axis=2))
+
+
+def test_a_study_too_large_for_the_memory_is_refused_with_the_estimate(models, tmp_path, capsys, monkeypatch):
+    import cardiac_sr.predict
+
+    np.save(tmp_path / "x.npy", np.ones((3, 4, 32, 32), np.float32))
+    monkeypatch.setattr(cardiac_sr.predict, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(cardiac_sr.predict, "predict_study", lambda *a, **k: pytest.fail("work started"))
+    assert main(["predict", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
+                 "--model", str(models / "untrained.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "(3 slices x 4 phases of 32 x 32) needs about 1.5 GiB of memory and 1.0 GiB are available" in err
+    assert err.count("\n") == 1 and not (tmp_path / "y.npy").exists()

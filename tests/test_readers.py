@@ -347,3 +347,23 @@ def test_compressed_transfer_syntaxes_are_decoded_exactly(tmp_path, sunnybrook, 
         ds.save_as(f)
         assert pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID == uid
     np.testing.assert_array_equal(read_dicom(folder, strict=True)[0].image, plain)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_header_claiming_more_than_the_file_holds_is_refused_before_reading(tmp_path, suffix):
+    import resource
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.float32)
+    hdr.set_data_shape((2048, 2048, 64, 8))  # 8 GiB claimed
+    hdr["vox_offset"] = 352
+    path = tmp_path / f"liar{suffix}"
+    opener = __import__("gzip").open if suffix.endswith(".gz") else open
+    with opener(path, "wb") as fh:  # the header of 8 GiB with 64 bytes of voxels
+        fh.write(hdr.binaryblock + b"\0" * 4 + np.zeros(16, np.float32).tobytes())
+    assert path.stat().st_size < 2000 and nib.load(path).shape == (2048, 2048, 64, 8)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CardiacSRError, match=r"the header claims \(2048, 2048, 64, 8\) float32 voxels "
+                                             r"\(8192.0 MiB\) but the file holds 0.0 MiB"):
+        read_nifti_file(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing like 8 GiB

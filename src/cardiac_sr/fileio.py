@@ -11,6 +11,7 @@ the same target removes such leftovers of earlier processes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,31 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from .errors import CardiacSRError
+
+# the OSErrors a user can cause and fix: one line naming the path, never a traceback
+WRITE_FAULTS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EROFS: "read-only file system", errno.EFBIG: "file too large for the file system"}
+
+
+def _fault(target: Path, exc: OSError, kept: bool) -> CardiacSRError:
+    was = "the previous version is kept" if kept else "nothing was written"
+    return CardiacSRError(f"{target}: cannot write it ({WRITE_FAULTS[exc.errno]}); {was}")
+
+
+def check_writable(target: str | os.PathLike) -> None:
+    """Fail now, before any work, where ``target`` could not be written (a read-only folder or file system)."""
+    target = Path(target)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=target.parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        if exc.errno in WRITE_FAULTS:
+            raise CardiacSRError(f"{target}: cannot write in {target.parent} ({WRITE_FAULTS[exc.errno]})") from None
+        raise
 
 
 _STARTED = time.time()  # leftovers older than this process (module import) belong to earlier, dead runs
@@ -38,63 +64,110 @@ def _remove_stale_siblings(target: Path) -> None:
             try:
                 if p.lstat().st_mtime >= _STARTED:
                     continue  # this process's (or a concurrent run's) work in progress
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
+                _remove(p)
             except OSError:
                 pass
 
 
+def _another_run(target: Path) -> CardiacSRError:
+    return CardiacSRError(f"{target}: was written by another run meanwhile; this run's result was not kept "
+                          "(use --overwrite to replace it)")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` when the block succeeds.
 
     On an exception the temporary folder is removed and ``target`` (if it
-    existed) is left untouched.
+    existed) is left untouched.  A full disk or a read-only place is one line
+    naming ``target``.  ``replace=False``: a ``target`` that appeared meanwhile
+    (another run) is an error, not replaced.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700
+    existed = target.exists() or target.is_symlink()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_siblings(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700
+    except OSError as exc:
+        if exc.errno in WRITE_FAULTS:
+            raise _fault(target, exc, existed) from None
+        raise
     try:
         yield tmp
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in WRITE_FAULTS:
+            raise _fault(target, exc, existed) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if target.exists():
+    if target.exists() or target.is_symlink():
+        if not replace:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _another_run(target)
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+        _remove(old)  # a symlink is removed itself, never followed
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_file(target: str | os.PathLike, suffix: str = "", replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path that is renamed to ``target`` when the block succeeds.
 
     ``suffix`` lets writers that insist on an extension (``np.save``, nibabel)
-    see the right one.
+    see the right one.  A full disk or a read-only place is one line naming
+    ``target``, with nothing half-written left.  ``replace=False``: a ``target``
+    that appeared meanwhile (another run) is an error, not replaced.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=suffix, dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
-    os.close(fd)
+    existed = target.exists() or target.is_symlink()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_siblings(target)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=suffix, dir=target.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
+        os.close(fd)
+    except OSError as exc:
+        if exc.errno in WRITE_FAULTS:
+            raise _fault(target, exc, existed) from None
+        raise
     tmp = Path(name)
     try:
         yield tmp
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in WRITE_FAULTS:
+            raise _fault(target, exc, existed) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, target)
+    if replace:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)  # fails where the target exists: no other run's file is ever replaced
+    except FileExistsError:
+        raise _another_run(target) from None
+    except OSError:  # a file system without hard links
+        if target.exists() or target.is_symlink():
+            raise _another_run(target) from None
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -63,6 +63,43 @@ def _restore_highlights(sr: np.ndarray, x01_unclipped: np.ndarray, scale: int) -
     return sr
 
 
+def available_memory() -> int | None:
+    """Bytes this process may still use: MemAvailable, or less under a cgroup (container) limit."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+        cap, used = Path("/sys/fs/cgroup/memory.max").read_text().strip(), \
+            Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if cap != "max":
+            limits.append(int(cap) - int(used))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+TF_OVERHEAD = 1.5 * 2**30  # TensorFlow, the model and its feature maps for one batch
+
+
+def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool) -> int:
+    """Peak bytes of :func:`predict_study` and its writer for one study (measured: about 6.6 GB for Sunnybrook's
+    12 x 20 x 256 x 256 at x4): the input in a few float32 copies, the output in about five."""
+    pixels = study.image.size
+    copies = 4 + 5 * scale * scale + (6 * scale * scale if uncertainty or ensemble else 0)
+    return int(pixels * 4 * copies + TF_OVERHEAD)
+
+
+def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source) -> None:
+    """Refuse, before the work, a study whose prediction would not fit in memory (instead of an OOM kill)."""
+    need, have = memory_needed(study, scale, uncertainty, ensemble), available_memory()
+    if have is not None and need > have:
+        s, t, h, w = study.image.shape
+        raise CardiacSRError(f"{source}: super-resolving patient {study.patient_id} ({s} slices x {t} phases of "
+                             f"{h} x {w}) needs about {need / 2**30:.1f} GiB of memory and {have / 2**30:.1f} GiB "
+                             "are available; give it fewer slices or phases at a time (e.g. one NIfTI per phase)")
+
+
 @dataclass
 class Prediction:
     study: Study
@@ -143,11 +180,12 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
             continue
         if in_fmt == "npy":
             dtype = np.dtype(study.meta["dtype"])
+        check_memory(study, scale, uncertainty, ensemble, input_path)
         pred = predict_study(model, study, scale, percentile, uncertainty, batch_size, tile, progress, ensemble)
         target = output / study.patient_id if multi else output
         if multi:
             output.mkdir(exist_ok=True)
-        write_prediction(pred.sr, study, target, fmt, scale, model_name, "super-resolved", dtype, progress)
+        write_prediction(pred.sr, study, target, fmt, scale, model_name, "super-resolved", dtype, progress, overwrite)
         written.append(target)
         if preview is not None and number == 0:
             written.append(write_preview(study, pred.sr, scale, preview, percentile))
@@ -158,7 +196,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
                 if multi:
                     base.mkdir(exist_ok=True)
                 write_prediction(vol, study, tgt, fmt, scale, model_name, desc,
-                                 np.float32 if fmt != "dicom" else None, progress)
+                                 np.float32 if fmt != "dicom" else None, progress, overwrite)
                 written.append(tgt)
     if not written:
         raise CardiacSRError(f"{input_path}: no readable study")

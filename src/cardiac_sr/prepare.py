@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import multiprocessing as mp
+import signal
 from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator
@@ -121,13 +122,25 @@ def _phantom_study(args):
     return PhantomGenerator(cfg, seed).study(index)
 
 
+def _quiet_worker() -> None:
+    """Pool workers leave Ctrl-C to the stage, and end with it (Linux ``PR_SET_PDEATHSIG``) when it is killed,
+    instead of printing BrokenPipe tracebacks as orphans."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: orphans finish their job and exit
+        pass
+
+
 def _bounded_map(fn, jobs: list, workers: int):
     """``fn`` over ``jobs`` in order, in ``workers`` processes, at most ``2 x workers`` results ahead of
     the consumer (``Pool.imap`` would queue every finished study in memory)."""
     if workers <= 1 or len(jobs) <= 1:
         yield from map(fn, jobs)
         return
-    with mp.get_context().Pool(workers) as pool:
+    with mp.get_context().Pool(workers, initializer=_quiet_worker) as pool:
         pending = deque()
         todo = iter(jobs)
         for job in itertools.islice(todo, 2 * workers):

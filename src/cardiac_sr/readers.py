@@ -443,6 +443,42 @@ def _nifti_patient_id(path: Path) -> str:
     return re.sub(r"_(4d|sa)$", "", name)
 
 
+def _stored_bytes(path: Path, limit: int) -> int:
+    """Bytes in the file once decompressed (a .gz is streamed, never held), counting stops past ``limit``."""
+    import gzip
+
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size
+    total = 0
+    with gzip.open(path, "rb") as fh:
+        while total <= limit:
+            chunk = fh.read(1 << 24)
+            if not chunk:
+                break
+            total += len(chunk)
+    return total
+
+
+def _check_claimed_size(img, path: Path) -> None:
+    """A header may claim any size: check it against what the file holds before reading the voxels, so a
+    600-byte file claiming 8 GB is one line, not an 8 GB allocation."""
+    header = img.header
+    claimed = int(np.prod(img.shape, dtype=np.int64)) * np.dtype(img.get_data_dtype()).itemsize
+    offset = int(header.get("vox_offset", 352) or 352)
+    needed = claimed + offset
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as fh:  # the gzip trailer's size (mod 2**32): a quick first look
+            fh.seek(-4, os.SEEK_END)
+            isize = int.from_bytes(fh.read(4), "little")
+        if needed < (1 << 32) and isize == needed % (1 << 32):
+            return
+    held = _stored_bytes(path, needed)
+    if held < needed:
+        raise CardiacSRError(f"{path}: the header claims {img.shape} {img.get_data_dtype()} voxels "
+                             f"({claimed / 2**20:.1f} MiB) but the file holds {max(held - offset, 0) / 2**20:.1f} MiB of "
+                             "voxel data: a truncated or corrupt NIfTI file")
+
+
 def read_nifti_file(path: str | os.PathLike) -> Study:
     """Read one 3D or 4D cine NIfTI volume."""
     import nibabel as nib
@@ -450,7 +486,10 @@ def read_nifti_file(path: str | os.PathLike) -> Study:
     path = _require_path(path)
     try:
         img = nib.load(str(path))
+        _check_claimed_size(img, path)
         data = np.asanyarray(img.dataobj)
+    except CardiacSRError:
+        raise
     except Exception as exc:
         raise CardiacSRError(f"{path}: not a readable NIfTI volume ({type(exc).__name__}: {exc})") from exc
     if data.dtype.names is not None:

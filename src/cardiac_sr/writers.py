@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import CardiacSRError
-from .fileio import atomic_dir, atomic_file
+from .fileio import atomic_dir, atomic_file, check_writable
 from .study import Study
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def check_output(output: str | os.PathLike, overwrite: bool, fmt: str, inputs: t
             raise CardiacSRError(f"{output}: is the input {src} (or holds it); choose another output name")
     if not output.parent.is_dir():
         raise CardiacSRError(f"{output}: the output's folder {output.parent} does not exist")
+    check_writable(output)  # a read-only place fails now, not after all the inference
     if not (output.exists() or output.is_symlink()):
         return output
     if not overwrite:
@@ -130,14 +131,14 @@ FILE_OUTPUTS = {"nifti": "a NIfTI file written by cardiac-sr (its description st
                 "gif": "a preview GIF written by cardiac-sr (its comment says 'cardiac-sr')"}
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray, replace: bool = True) -> None:
     """``np.save`` layout (format 1.0, readable by ``np.load``) with ``# cardiac-sr`` after the header's
     dictionary, so ``--overwrite`` can tell our files from a user's; written atomically."""
     array = np.ascontiguousarray(array)
     header = repr({"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
                    "shape": array.shape}) + f"  # {MARKER}"
     header += " " * (63 - (10 + len(header)) % 64) + "\n"  # pad magic + length + header to 64 bytes
-    with atomic_file(path, suffix=".npy") as tmp:
+    with atomic_file(path, suffix=".npy", replace=replace) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin-1"))
             fh.write(array.tobytes())
@@ -239,7 +240,7 @@ def _phase_ms(study: Study) -> float:
 
 
 def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, dtype=None,
-                description: str = "super-resolved") -> None:
+                description: str = "super-resolved", replace: bool = True) -> None:
     """(S, T, H, W) -> NIfTI, written atomically, with the field of view kept in place.
 
     A NIfTI input keeps its axes, header, units and storage (dtype, scl_slope/scl_inter); a DICOM input
@@ -279,7 +280,7 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
     img.header.set_slope_inter(*((slope, inter) if (slope, inter) != (1.0, 0.0) else (np.nan, np.nan)))
     img.header["descrip"] = f"{MARKER} {description} x{scale}".encode()[:79]
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    with atomic_file(path, suffix=suffix) as tmp:
+    with atomic_file(path, suffix=suffix, replace=replace) as tmp:
         nib.save(img, str(tmp))
 
 
@@ -320,7 +321,8 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
         ds.SeriesInstanceUID = series_uid
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.ImageType = ["DERIVED", "SECONDARY"]
+        flavour = list(getattr(ds, "ImageType", []) or [])[2:] or ["OTHER"]  # value 3 is required for MR
+        ds.ImageType = ["DERIVED", "SECONDARY", *flavour]
         old = str(getattr(ds, "SeriesDescription", "") or "").strip()
         ds.SeriesDescription = (f"{old} {description} x{scale} (cardiac-sr {model_name})").strip()[:64]
         ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + 1000
@@ -329,15 +331,16 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
 
 
 def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, scale: int, model_name: str,
-                     description: str, dtype=None, progress: bool = True) -> None:
-    """Write one volume (S, T, H, W) to ``output`` atomically in ``fmt``."""
+                     description: str, dtype=None, progress: bool = True, overwrite: bool = True) -> None:
+    """Write one volume (S, T, H, W) to ``output`` atomically in ``fmt``; ``overwrite=False``: an output that
+    another run wrote meanwhile is an error, never replaced."""
     if fmt == "nifti":
-        write_nifti(volume, study, output, scale, dtype, description)
+        write_nifti(volume, study, output, scale, dtype, description, replace=overwrite)
     elif fmt == "npy":
         arr = volume.reshape(volume.shape[-2:]) if study.meta.get("ndim") == 2 else volume
         if study.meta.get("ndim") == 3:
             arr = volume.reshape((-1,) + volume.shape[-2:])
-        save_npy(output, _cast_like(arr, dtype or np.float32))
+        save_npy(output, _cast_like(arr, dtype or np.float32), replace=overwrite)
     else:
-        with atomic_dir(output) as tmp:
+        with atomic_dir(output, replace=overwrite) as tmp:
             write_dicom_series(volume, study, tmp, scale, model_name, description, progress)
