@@ -467,3 +467,34 @@ def test_a_study_too_large_for_the_memory_is_refused_with_the_estimate(models, t
     err = capsys.readouterr().err
     assert "(3 slices x 4 phases of 32 x 32) needs about 1.5 GiB of memory and 1.0 GiB are available" in err
     assert err.count("\n") == 1 and not (tmp_path / "y.npy").exists()
+
+
+def test_a_folder_of_nifti_volumes_gives_a_folder_of_the_same_names(models, tmp_path, capsys):
+    from test_readers import acdc_tree
+
+    acdc_tree(tmp_path / "acdc")
+    out = tmp_path / "sr"
+    model = str(models / "untrained.keras")
+    assert main(["predict", str(tmp_path / "acdc"), "-o", str(tmp_path / "sr.nii.gz"), "--model", model]) == 2
+    assert "name an output folder" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "acdc"), "-o", str(out), "--model", model]) == 0
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*.nii.gz"))
+    assert names == [f"patient00{p}/patient00{p}_frame0{f}.nii.gz" for p in (1, 2) for f in (1, 9)]
+    src = nib.load(tmp_path / "acdc" / "patient001" / "patient001_frame09.nii.gz")
+    res = nib.load(out / "patient001" / "patient001_frame09.nii.gz")
+    assert res.shape == (38 * 4, 46 * 4, 3) and src.get_data_dtype() == np.uint8
+    # uint8 storage where the values fit, float32 where bicubic overshoot passes 255 (never clipped)
+    assert res.get_data_dtype() == np.uint8 or np.asarray(res.dataobj).max() > 255
+    assert main(["predict", str(tmp_path / "acdc"), "-o", str(out), "--model", model]) == 2  # no --overwrite
+    assert main(["predict", str(tmp_path / "acdc"), "-o", str(out), "--model", model, "--overwrite"]) == 0
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_assess_on_a_folder_of_nifti_volumes_scores_the_labelled_heart(models, tmp_path):
+    from test_readers import acdc_tree
+
+    acdc_tree(tmp_path / "acdc", shape=(64, 72, 3))
+    result = assess(tmp_path / "acdc", models / "untrained.keras")
+    rows = result["patients"]
+    assert [r["patient"] for r in rows] == [f"patient00{p}_frame0{f}" for p in (1, 2) for f in (1, 9)]
+    assert all(r["roi_images"] == 2 and r["model_roi_psnr"] is not None for r in rows)

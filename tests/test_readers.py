@@ -367,3 +367,51 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused_before_reading(tm
                                              r"\(8192.0 MiB\) but the file holds 0.0 MiB"):
         read_nifti_file(path)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing like 8 GiB
+
+
+# ---------------------------------------------------------------- ACDC / M&Ms layouts
+def acdc_tree(root, patients=("patient001", "patient002"), shape=(38, 46, 3)):
+    """A tiny ACDC-shaped tree: patientNNN/{Info.cfg, patientNNN_frame01(_gt), patientNNN_frame09(_gt)}.nii.gz,
+    an odd matrix size, labels 1-3 on a disc in the middle slices (none on the first)."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    disc = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < 64
+    for p in patients:
+        folder = root / p
+        folder.mkdir(parents=True)
+        (folder / "Info.cfg").write_text("ED: 1\nES: 9\nGroup: NOR\nNbFrame: 20\n")
+        affine = np.diag([1.56, 1.56, 10.0, 1.0])
+        for frame in (1, 9):
+            img = (rng.random(shape) * 200 + disc[..., None] * 50 * frame).astype(np.uint8)
+            nib.save(nib.Nifti1Image(img, affine), folder / f"{p}_frame{frame:02d}.nii.gz")
+            labels = np.zeros(shape, np.uint8)
+            labels[..., 1:][disc] = 3
+            labels[..., 1:][disc & (xx < shape[1] / 2)] = 2
+            nib.save(nib.Nifti1Image(labels, affine), folder / f"{p}_frame{frame:02d}_gt.nii.gz")
+    return root
+
+
+def test_acdc_frames_are_one_study_per_patient_with_the_labels_as_roi(tmp_path):
+    acdc_tree(tmp_path)
+    studies = read_nifti(tmp_path)
+    assert [s.patient_id for s in studies] == ["patient001", "patient002"]  # never a _gt file, never twice
+    st = studies[0]
+    assert st.image.shape == (3, 2, 38, 46) and st.meta["frames"] == [1, 9]
+    assert st.has_roi.tolist() == [[False, False], [True, True], [True, True]]
+    labels = nib.load(tmp_path / "patient001" / "patient001_frame01_gt.nii.gz").get_fdata()
+    np.testing.assert_array_equal(st.roi[1, 0], labels[..., 1] > 0)  # image[s, t] = data[:, :, s, t]
+    assert st.image[1, 1].max() > st.image[1, 0].max()  # frame 9 is the second phase
+
+
+def test_acdc_root_prepares_with_patient_splits(tmp_path):
+    from cardiac_sr.dataset import load_split, read_manifest
+    from cardiac_sr.prepare import prepare
+
+    acdc_tree(tmp_path / "acdc", patients=("patient001", "patient002", "patient003"))
+    info = prepare({"source": "nifti", "path": str(tmp_path / "acdc"), "seed": 1, "hr_size": 48,
+                    "percentile": 99.5, "split": {"train": ["patient001"], "val": ["patient002"],
+                                                  "test": ["patient003"]}}, 4, tmp_path / "prepared")
+    assert sum(info["splits"].values()) == 18  # 3 patients x 3 slices x 2 frames, never a label map
+    rows = [r for r in read_manifest(tmp_path / "prepared") if r["split"] == "test"]
+    assert {r["patient"] for r in rows} == {"patient003"} and sum(int(r["has_roi"]) for r in rows) == 4
+    assert load_split(tmp_path / "prepared", "test", "roi")[2].any()  # slice 1, frame 1 (slices x frames order)

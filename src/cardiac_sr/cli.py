@@ -144,9 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="super-resolve a study x4 in-plane (DICOM, NIfTI or .npy)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Super-resolve every slice and phase of INPUT with a trained model and write OUTPUT.\n\n"
-                    "INPUT: a DICOM series folder or a root of studies, a 3D/4D NIfTI file, or a .npy stack.\n"
-                    "OUTPUT: *.nii / *.nii.gz (NIfTI, affine updated), *.npy, or a folder name (a DICOM series\n"
-                    "with new UIDs, Rows/Columns/PixelSpacing/ImagePositionPatient updated; DICOM input only).\n"
+                    "INPUT: a DICOM series folder or a root of studies, a 3D/4D NIfTI file or a folder of them\n"
+                    "(ACDC, M&Ms; label maps *_gt* are skipped), or a .npy stack.\n"
+                    "OUTPUT: *.nii / *.nii.gz (NIfTI: the input's geometry and storage; from DICOM, the patient\n"
+                    "geometry as dcm2niix writes it), *.npy, or a folder name: a DICOM series (new UIDs,\n"
+                    "Rows/Columns/PixelSpacing/ImagePositionPatient updated) for a DICOM input, one NIfTI per\n"
+                    "input volume (same names) for a folder of NIfTI volumes.\n"
                     "Intensities come back in the input's scale and dtype. The field of view keeps its place.",
         epilog="example: cardiac-sr predict ../shared/data/sunnybrook/SCD0000101 -o /tmp/sr101 --uncertainty")
     p.add_argument("input")
@@ -159,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "OUTPUT_warning (1 where the std exceeds 2%% of the 99.5th-percentile intensity)",
         "--self-ensemble": "write the mean of the model's outputs for the 8 flips/rotations of the input (EDSR+; "
                            "8x the time; +0.1 to +0.2 dB for mse-NN on real Sunnybrook cine: README 'Results')",
-        "--overwrite": "replace OUTPUT if it is a file, or a DICOM folder written by cardiac-sr predict; "
-                       "a folder holding anything else is never replaced",
+        "--overwrite": "replace OUTPUT if cardiac-sr predict wrote it (a NIfTI/.npy file carrying its mark, or a "
+                       "folder of its outputs); anything else, and the input itself, is never replaced",
     }
     for flag, text in switches.items():
         p.add_argument(flag, action="store_true", help=text)
@@ -182,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "model adds to bicubic with the true detail) and `scale*` (the factor on that detail that "
                     "would fit best; below 1 the model invents more detail than the images have). "
                     "Intensities normalised per volume as in `prepare`.")
-    p.add_argument("input", help="DICOM folder/root (Sunnybrook contours are used when present) or NIfTI file")
+    p.add_argument("input", help="DICOM folder/root (Sunnybrook contours are used when present), NIfTI file, or a "
+                                 "folder of NIfTI volumes (ACDC/M&Ms label maps *_gt* are the ROI)")
     p.add_argument("--model", default="models/selected.keras")
     p.add_argument("--degrade", choices=["blur_bicubic", "kspace"],
                    help="degradation (default: the one the model was trained for, from its card)")

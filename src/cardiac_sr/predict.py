@@ -38,7 +38,7 @@ from .fileio import atomic_dir, atomic_file
 from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
 from .names import DEFAULT_MODEL
 from .params import choice
-from .readers import scan_input
+from .readers import detect_format, scan_input
 from .study import Study
 from .writers import check_output, output_format, write_prediction
 
@@ -151,6 +151,9 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
     ``preview``: also write this animated GIF of the first study's middle slice over all phases,
     input next to super-resolved (:func:`write_preview`).
     """
+    if Path(input_path).is_dir() and detect_format(input_path) == "nifti":
+        return predict_nifti_folder(input_path, output, model_path, fmt, overwrite, uncertainty, batch_size, tile,
+                                    percentile, progress, ensemble)
     fmt = output_format(Path(output), fmt)
     inputs = (input_path, model_path)
     output = check_output(output, overwrite, fmt, inputs)
@@ -161,10 +164,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
     in_fmt, scanned = scan_input(input_path)  # headers only: one study in memory at a time
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
-    model = load_model(model_path)
-    scale = model_scale(model, expected=PIPELINE_SCALE)
-    if percentile is None:  # the normalisation the model was trained with
-        percentile = model_preprocessing(model_path, scale)["percentile"]
+    model, scale, percentile = _model(model_path, percentile)
     multi = len(scanned) > 1
     if multi and fmt != "dicom":
         raise CardiacSRError(f"{input_path}: holds {len(scanned)} studies; write them as DICOM (an output folder)")
@@ -200,6 +200,53 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
                 written.append(tgt)
     if not written:
         raise CardiacSRError(f"{input_path}: no readable study")
+    return written
+
+
+def _model(model_path, percentile: float | None):
+    """The model, its scale and the normalisation percentile it was trained with (unless given)."""
+    model = load_model(model_path)
+    scale = model_scale(model, expected=PIPELINE_SCALE)
+    if percentile is None:
+        percentile = model_preprocessing(model_path, scale)["percentile"]
+    log.info("model %s (x%d, %g percentile normalisation)", model_path, scale, percentile)
+    return model, scale, percentile
+
+
+def predict_nifti_folder(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None, overwrite: bool = False,
+                         uncertainty: bool = False, batch_size: int = 8, tile: int = 256,
+                         percentile: float | None = None, progress: bool = True, ensemble: bool = False) -> list[Path]:
+    """A folder of NIfTI volumes (ACDC ``patientNNN/patientNNN_frameXX.nii.gz``, M&Ms ``*_sa.nii.gz``) into an
+    output folder: one volume per input volume, same relative path and name (label maps are not images and
+    are not copied); the folder appears whole when every volume is written."""
+    input_path = Path(input_path)
+    if fmt not in (None, "nifti") or Path(output).name.lower().endswith((".nii", ".nii.gz", ".npy")):
+        raise CardiacSRError(f"{output}: {input_path} is a folder of NIfTI volumes; name an output folder (it gets "
+                             "one .nii.gz per input volume, same names)")
+    output = check_output(output, overwrite, "nifti-folder", (input_path, model_path))
+    in_fmt, scanned = scan_input(input_path)
+    model, scale, percentile = _model(model_path, percentile)
+    written = []
+    with atomic_dir(output, replace=overwrite) as tmp:
+        for _, load in scanned:
+            study = load()
+            if study is None:
+                continue
+            check_memory(study, scale, uncertainty, ensemble, input_path)
+            pred = predict_study(model, study, scale, percentile, uncertainty, batch_size, tile, progress, ensemble)
+            rel = Path(study.sources[0, 0]).relative_to(input_path)
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            outputs = [(rel, pred.sr, None, "super-resolved")]
+            if uncertainty:
+                outputs += [(_sibling(rel, "uncertainty"), pred.uncertainty, np.float32, "SR uncertainty"),
+                            (_sibling(rel, "warning"), pred.warning.astype(np.float32), np.float32,
+                             "SR uncertainty warning")]
+            for name, volume, dtype, desc in outputs:
+                write_prediction(volume, study, tmp / name, "nifti", scale, Path(model_path).stem, desc, dtype,
+                                 progress)
+                written.append(output / name)
+        if not written:
+            raise CardiacSRError(f"{input_path}: no readable study")
     return written
 
 

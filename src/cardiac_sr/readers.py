@@ -21,10 +21,14 @@ DICOM
 
 NIfTI
     ``read_nifti(path)`` takes a 3D (x, y, slices) or 4D (x, y, slices,
-    phases) file, or a folder of them (ACDC ``patientNNN_4d.nii.gz``, M&Ms
-    ``*_sa.nii.gz``; label files ``*_gt*`` are skipped).  Image axes are kept
-    as stored: ``image[s, t] = data[:, :, s, t]``, so writing back is the
-    exact inverse.  Spacing comes from the header zooms.
+    phases) file, or a folder of them (ACDC ``patientNNN_4d.nii.gz`` or its
+    ``patientNNN_frameXX.nii.gz`` ED/ES frames, which become the phases of one
+    study per patient; M&Ms ``*_sa.nii.gz``).  Label maps (``*_gt*``) are
+    never images: the one next to a volume gives its ROI (labels 1-3, the
+    heart), as the Sunnybrook contours do.  Image axes are kept as stored:
+    ``image[s, t] = data[:, :, s, t]``, so writing back is the exact inverse.
+    Spacing comes from the header zooms; a header claiming more voxels than
+    its file holds is refused before anything is allocated.
 
 ``scan_dicom``/``scan_nifti``/``scan_studies`` list a collection's studies as
 ``(patient id, load)`` pairs after reading only headers, so ``prepare`` holds one
@@ -435,12 +439,53 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _nifti_patient_id(path: Path) -> str:
+def _nifti_stem(path: Path) -> str:
     name = path.name
     for suf in (".nii.gz", ".nii"):
         if name.lower().endswith(suf):
-            name = name[: -len(suf)]
-    return re.sub(r"_(4d|sa)$", "", name)
+            return name[: -len(suf)]
+    return name
+
+
+def _nifti_patient_id(path: Path) -> str:
+    return re.sub(r"_(4d|sa)$", "", _nifti_stem(path))
+
+
+_FRAME = re.compile(r"^(?P<patient>.+)_frame(?P<frame>\d+)$")  # ACDC: patientNNN_frameXX
+HEART_LABELS = (1, 2, 3)  # ACDC and M&Ms label maps: RV cavity, myocardium, LV cavity
+
+
+def _label_file(path: Path) -> Path | None:
+    """The label map next to an image (ACDC/M&Ms: ``<name>_gt.nii.gz``), if there is one."""
+    stem, suffix = _nifti_stem(path), path.name[len(_nifti_stem(path)):]
+    for cand in (path.with_name(f"{stem}_gt{suffix}"), path.with_name(f"{stem}_gt.nii.gz"),
+                 path.with_name(f"{stem}_gt.nii")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _is_label_file(path: Path) -> bool:
+    return _nifti_stem(path).endswith("_gt") or "_gt_" in path.name
+
+
+def _label_roi(path: Path, image_shape: tuple) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(roi, has_roi) from the label map next to ``path`` (labels 1-3 = the heart), laid out like the image
+    (slices, phases, rows, cols); (None, None) without one, or with one of another size (a warning)."""
+    import nibabel as nib
+
+    labels_path = _label_file(path)
+    if labels_path is None:
+        return None, None
+    labels = np.asanyarray(nib.load(str(labels_path)).dataobj)
+    labels = labels.reshape(labels.shape + (1,) * (4 - labels.ndim))
+    roi = np.transpose(np.isin(np.rint(labels), HEART_LABELS), (2, 3, 0, 1)).astype(np.uint8)
+    if roi.shape != tuple(image_shape):
+        log.warning("%s: label map of shape %s does not match its image %s; not used as the ROI",
+                    labels_path, roi.shape, tuple(image_shape))
+        return None, None
+    has_roi = roi.any(axis=(2, 3))
+    return (roi, has_roi) if has_roi.any() else (None, None)
 
 
 def _stored_bytes(path: Path, limit: int) -> int:
@@ -505,10 +550,13 @@ def read_nifti_file(path: str | os.PathLike) -> Study:
         raise CardiacSRError(f"{path}: in-plane size {data.shape[:2]} is too small to super-resolve")
     zooms = [float(z) for z in img.header.get_zooms()[:3]] + [1.0] * 3
     image = np.transpose(data.astype(np.float32), (2, 3, 0, 1))
+    roi, has_roi = _label_roi(path, image.shape)
     return Study(
         patient_id=_nifti_patient_id(path),
         image=image,
         spacing=(zooms[0], zooms[1], zooms[2]),
+        roi=roi,
+        has_roi=has_roi,
         sources=np.full(image.shape[:2], str(path), dtype=object),
         meta={"affine": img.affine.tolist(), "nifti_header": img.header.copy(),
               "nifti_dtype": str(img.get_data_dtype()), "nifti_ndim": len(img.shape),
@@ -529,15 +577,24 @@ def _check_nifti_header(path: Path) -> None:
                              "or 4D (x, y, slices, phases)")
 
 
-def scan_nifti(path: str | os.PathLike, strict: bool = False) -> list[tuple[str, Callable[[], Study]]]:
+def nifti_files(root: Path) -> list[Path]:
+    """The cine volumes of a NIfTI folder: label maps (``*_gt*``) are never images; where a patient has a
+    full cine (ACDC ``_4d``, M&Ms ``_sa``) its single-frame copies (``_frameXX``, ``_sa_ED``) are left out."""
+    files = [f for f in _files_under(root) if _is_nifti(f) and not _is_label_file(f)]
+    preferred = [f for f in files if re.search(r"_(4d|sa)\.nii(\.gz)?$", f.name)]
+    return preferred or files
+
+
+def scan_nifti(path: str | os.PathLike, strict: bool = False,
+               by_patient: bool = True) -> list[tuple[str, Callable[[], Study]]]:
     """A NIfTI file, or every cine NIfTI under a folder (label files skipped), as ``(patient id, load)``
-    pairs: headers checked now, voxels read when ``load()`` is called."""
+    pairs: headers checked now, voxels read when ``load()`` is called.  ``by_patient``: an ACDC patient's
+    frames (``patientNNN_frameXX``, ED and ES) are one study with the frames as phases (prepare, inspect);
+    otherwise each file is its own study (predict, assess: one output per input file)."""
     root = _require_path(path)
     if root.is_file():
         return [(_nifti_patient_id(root), functools.partial(read_nifti_file, root))]
-    files = [f for f in _files_under(root) if _is_nifti(f) and "_gt" not in f.name]
-    preferred = [f for f in files if re.search(r"_(4d|sa)\.nii(\.gz)?$", f.name)]
-    files = preferred or files
+    files = nifti_files(root)
     if not files:
         raise CardiacSRError(f"{root}: no NIfTI (.nii, .nii.gz) volumes found")
     found = []
@@ -549,10 +606,52 @@ def scan_nifti(path: str | os.PathLike, strict: bool = False) -> list[tuple[str,
                 raise
             log.warning("skipping %s", exc)
             continue
-        found.append((_nifti_patient_id(f), functools.partial(_load_nifti, f, strict)))
+        found.append((_nifti_patient_id(f), f))
     if not found:
         raise CardiacSRError(f"{root}: no readable NIfTI volume")
-    return found
+    if not by_patient:
+        return [(pid, functools.partial(_load_nifti, f, strict)) for pid, f in found]
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for pid, f in found:
+        m = _FRAME.match(pid)
+        groups[f"{f.parent}/{m.group('patient')}" if m else f"{f}"].append(f)
+    pairs = []
+    for key, fs in groups.items():
+        m = _FRAME.match(_nifti_stem(fs[0]))
+        if m is None:
+            pairs.append((_nifti_patient_id(fs[0]), functools.partial(_load_nifti, fs[0], strict)))
+        else:
+            fs = sorted(fs, key=lambda f: int(_FRAME.match(_nifti_stem(f)).group("frame")))
+            pairs.append((m.group("patient"), functools.partial(_load_frames, m.group("patient"), fs, strict)))
+    return sorted(pairs, key=lambda pair: pair[0])
+
+
+def _load_frames(pid: str, files: list[Path], strict: bool) -> Study | None:
+    """An ACDC patient's single-frame volumes (ED, ES) as one study whose phases are the frames, in frame
+    order; frames of another geometry (size, spacing, affine) are an error (a warning unless ``strict``)."""
+    frames = [_load_nifti(f, strict) for f in files]
+    frames = [(f, st) for f, st in zip(files, frames) if st is not None]
+    if not frames:
+        return None
+    first_file, first = frames[0]
+    for f, st in frames[1:]:
+        if st.image.shape[::2] != first.image.shape[::2] or st.image.shape[1] != 1 or \
+                not np.allclose(st.meta["affine"], first.meta["affine"], atol=1e-3):
+            message = (f"{f}: its geometry ({st.image.shape[0]} slices of {st.shape2d}, affine) differs from "
+                       f"{first_file.name}; the frames of patient {pid} cannot be one study")
+            if strict:
+                raise CardiacSRError(message)
+            log.warning("skipping patient %s: %s", pid, message)
+            return None
+    image = np.concatenate([st.image for _, st in frames], axis=1)
+    rois = [st.roi if st.roi is not None else np.zeros(st.image.shape, np.uint8) for _, st in frames]
+    has = [st.has_roi if st.has_roi is not None else np.zeros(st.image.shape[:2], bool) for _, st in frames]
+    has_roi = np.concatenate(has, axis=1)
+    meta = dict(first.meta, frames=[int(_FRAME.match(_nifti_stem(f)).group("frame")) for f, _ in frames])
+    return Study(patient_id=pid, image=image, spacing=first.spacing,
+                 roi=np.concatenate(rois, axis=1) if has_roi.any() else None,
+                 has_roi=has_roi if has_roi.any() else None,
+                 sources=np.concatenate([st.sources for _, st in frames], axis=1), meta=meta)
 
 
 def _load_nifti(path: Path, strict: bool) -> Study | None:
@@ -625,10 +724,7 @@ def scan_input(path: str | os.PathLike, strict: bool = True) -> tuple[str, list[
     if fmt == "npy":
         return fmt, [(Path(path).stem, functools.partial(read_npy, path))]
     if fmt == "nifti":
-        p = Path(path)
-        if p.is_dir():
-            raise CardiacSRError(f"{p}: give one NIfTI file (.nii or .nii.gz), not a folder")
-        return fmt, [(_nifti_patient_id(p), functools.partial(read_nifti_file, p))]
+        return fmt, scan_nifti(path, strict=strict, by_patient=False)  # one study per file
     return fmt, scan_dicom(path, strict=strict)
 
 

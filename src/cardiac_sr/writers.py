@@ -63,8 +63,16 @@ def is_saved_model(folder: Path) -> bool:
     return "saved_model.pb" in names and names <= {"saved_model.pb", "fingerprint.pb", "variables", "assets"}
 
 
+def is_predicted_nifti_folder(folder: Path) -> bool:
+    """True for a folder whose files are all NIfTI volumes that cardiac-sr wrote (``predict`` of a folder)."""
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    return bool(files) and all(p.is_file() and not p.is_symlink() and p.name.lower().endswith((".nii", ".nii.gz"))
+                               and _is_ours(p, "nifti") for p in files)
+
+
 # output formats written as folders: how to recognise a previous output of ours, and its description
 FOLDER_OUTPUTS = {"dicom": (is_predicted_series, "a previous DICOM output of predict (sNNN_tNNN.dcm files)"),
+                  "nifti-folder": (is_predicted_nifti_folder, "a previous NIfTI-folder output of predict"),
                   "savedmodel": (is_saved_model, "a previous SavedModel export (saved_model.pb, variables/)")}
 
 
