@@ -49,3 +49,19 @@ def test_a_wrong_model_is_one_line_before_any_work(wrong_models, kind, message, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and str(wrong_models[kind]) in err
     assert not out.exists()
+
+
+def test_a_model_whose_output_turns_infinite_on_real_images_stops_before_writing(tmp_path, capsys):
+    """Finite on the load-time test image (0.5 everywhere), infinite where the image reaches 1 (its
+    99.5th percentile): y = 3e38 x + 5e37 overflows float32 only there."""
+    x = keras.Input((None, None, 1))
+    conv = keras.layers.Conv2D(1, 1)
+    model = keras.Model(x, keras.layers.UpSampling2D(4)(conv(x)))
+    conv.set_weights([np.full((1, 1, 1, 1), 3e38, np.float32), np.full((1,), 5e37, np.float32)])
+    model.save(tmp_path / "overflow.keras")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((2, 16, 16)).astype(np.float32))
+    assert main(["predict", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
+                 "--model", str(tmp_path / "overflow.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "its output holds NaN or infinite values" in err and err.count("\n") == 1
+    assert not (tmp_path / "y.npy").exists()

@@ -41,6 +41,11 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+def _bars() -> bool:
+    """Progress bars where a person watches (stderr is a terminal), not in logs, pipes and CI."""
+    return sys.stderr.isatty()
+
+
 def cmd_inspect(args) -> int:
     from .readers import detect_format, read_dicom, read_nifti
 
@@ -82,7 +87,7 @@ def cmd_predict(args) -> int:
 
     written = predict(args.input, args.output, args.model, fmt=args.format, overwrite=args.overwrite,
                       uncertainty=args.uncertainty, batch_size=args.batch_size, tile=args.tile,
-                      preview=args.preview, ensemble=args.self_ensemble)
+                      preview=args.preview, ensemble=args.self_ensemble, progress=_bars())
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -92,7 +97,7 @@ def cmd_assess(args) -> int:
     from .assess import assess, format_assessment
 
     result = assess(args.input, args.model, method=args.degrade, blur_sigma=args.blur_sigma, percentile=args.percentile,
-                    batch_size=args.batch_size, ensemble=args.self_ensemble)
+                    batch_size=args.batch_size, ensemble=args.self_ensemble, progress=_bars())
     print(json.dumps(result, indent=2) if args.json else format_assessment(result), end="\n" if args.json else "")
     return 0
 
