@@ -193,6 +193,9 @@ def test_export_matches_keras(models, tmp_path, fmt):
 
         sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        props = sess.get_modelmeta().custom_metadata_map  # what a user of ONNX Runtime needs to feed it right
+        assert (props["cardiac_sr.model"], props["cardiac_sr.scale"]) == ("mse-TS", "4")
+        assert props["cardiac_sr.normalisation_percentile"] == "99.5" and "blur_bicubic" in props["cardiac_sr.degradation"]
     else:
         import tensorflow as tf
 
@@ -498,3 +501,30 @@ def test_assess_on_a_folder_of_nifti_volumes_scores_the_labelled_heart(models, t
     rows = result["patients"]
     assert [r["patient"] for r in rows] == [f"patient00{p}_frame0{f}" for p in (1, 2) for f in (1, 9)]
     assert all(r["roi_images"] == 2 and r["model_roi_psnr"] is not None for r in rows)
+
+
+def test_dicom_outputs_trace_to_their_input_and_display_right(subset, models, tmp_path):
+    out = tmp_path / "sr"
+    predict(subset, out, models / "tiny.keras", uncertainty=True, progress=False)
+    src = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in subset.iterdir()}
+    numbers = set()
+    for folder, kind in ((out, "super-resolved"), (tmp_path / "sr_uncertainty", "SR uncertainty"),
+                         (tmp_path / "sr_warning", "SR uncertainty warning")):
+        ds = pydicom.dcmread(sorted(folder.iterdir())[0])
+        assert f"{kind} x4 (cardiac-sr mse-TS)" in ds.SeriesDescription  # the model's name from its card
+        ref = ds.SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID in src and ref.ReferencedSOPClassUID == ds.SOPClassUID
+        assert ds.ImageType[:3] == ["DERIVED", "SECONDARY", src[ref.ReferencedSOPInstanceUID].ImageType[2]]
+        assert ds.SoftwareVersions.startswith("cardiac-sr") and len(ds.ContentDate) == 8
+        assert ds.file_meta.ImplementationVersionName.startswith("CARDIACSR")
+        numbers.add(int(ds.SeriesNumber))
+        if kind != "super-resolved":  # a window fitted to its own values, not the input's (which showed black)
+            stored = np.asarray([pydicom.dcmread(f).pixel_array for f in folder.iterdir()])
+            top = np.percentile(stored * float(getattr(ds, "RescaleSlope", 1) or 1), 99.5)
+            assert float(ds.WindowWidth) == pytest.approx(max(top, 1e-6), rel=0.05, abs=1.0)
+    assert len(numbers) == 3
+
+
+def test_an_unknown_output_suffix_is_refused(subset, models, tmp_path, capsys):
+    assert main(["predict", str(subset), "-o", str(tmp_path / "x.png"), "--model", str(models / "tiny.keras")]) == 2
+    assert "unknown output type '.png'" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

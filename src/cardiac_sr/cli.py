@@ -36,14 +36,21 @@ def _at_least(minimum: int):
     return parse
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+QUIET = False  # -q/--quiet: warnings and errors only, no progress bars
+
+
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    global QUIET
+    QUIET = quiet
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("tensorflow", "tf2onnx", "absl"):  # retracing notices, converter chatter
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 def _bars() -> bool:
-    """Progress bars where a person watches (stderr is a terminal), not in logs, pipes and CI."""
-    return sys.stderr.isatty()
+    """Progress bars where a person watches (stderr is a terminal), not in logs, pipes, CI or with --quiet."""
+    return sys.stderr.isatty() and not QUIET
 
 
 def cmd_inspect(args) -> int:
@@ -76,18 +83,31 @@ def cmd_phantom_figure(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .report import compare
+    from .report import compare, load_result
 
+    if args.json:
+        print(json.dumps({name: load_result(name, args.metrics) for name in (args.a, args.b)}, indent=2))
+        return 0
     print(compare(args.a, args.b, args.metrics), end="")
     return 0
 
 
 def cmd_predict(args) -> int:
+    import time
+
+    from .models import read_model_card
     from .predict import predict
 
+    t0 = time.time()
     written = predict(args.input, args.output, args.model, fmt=args.format, overwrite=args.overwrite,
                       uncertainty=args.uncertainty, batch_size=args.batch_size, tile=args.tile,
                       preview=args.preview, ensemble=args.self_ensemble, progress=_bars())
+    if args.json:
+        card = read_model_card(args.model) or {}
+        print(json.dumps({"input": args.input, "written": [str(p) for p in written], "model": args.model,
+                          "model_name": card.get("model"), "self_ensemble": args.self_ensemble,
+                          "seconds": round(time.time() - t0, 1)}, indent=2))
+        return 0
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -116,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"cardiac-sr {__version__}")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug logging (TensorFlow's too)")
+    loud.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="summarise cine studies (DICOM folder/root or NIfTI file/folder)",
@@ -143,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--metrics", default="metrics", help="metrics folder (default: metrics)")
+    p.add_argument("--json", action="store_true", help="print both methods' metrics as JSON")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
@@ -160,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True, help="output file (.nii.gz/.nii/.npy) or DICOM folder")
     p.add_argument("--model", default="models/selected.keras",
-                   help="a trained .keras generator (default: models/selected.keras); loaded in safe mode")
+                   help="a trained .keras generator, loaded in safe mode (default: models/selected.keras, the "
+                        "pipeline's selection; for real scans models/mse-NN.keras gains the most, README "
+                        "'Real hearts'); the log names the model used")
+    p.add_argument("--json", action="store_true", help="print what was written, the model and the time as JSON")
     p.add_argument("--format", choices=["dicom", "nifti", "npy"], help="output format (default: from OUTPUT's name)")
     switches = {
         "--uncertainty": "also write OUTPUT_uncertainty (std over the 8 flips/rotations, intensity units) and "
@@ -223,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.quiet)
     try:
         if getattr(args, "tensorflow", False):
             from .runtime import start_tensorflow
@@ -237,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cardiac-sr: {exc}" if str(exc) else "cardiac-sr: interrupted; outputs are written to a temporary "
               "name and renamed when complete, so nothing half-written was left", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cardiac-sr inspect --json | head`: the reader left, which is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

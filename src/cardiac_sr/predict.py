@@ -23,6 +23,7 @@ the volume's 99.5th-percentile intensity).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -172,7 +173,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
     for p in extra:
         check_output(p, overwrite, fmt, inputs)
     written = []
-    model_name = Path(model_path).stem
+    name = model_name(model_path)
     dtype = None
     for number, (_, load) in enumerate(scanned):
         study = load()
@@ -185,7 +186,7 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
         target = output / study.patient_id if multi else output
         if multi:
             output.mkdir(exist_ok=True)
-        write_prediction(pred.sr, study, target, fmt, scale, model_name, "super-resolved", dtype, progress, overwrite)
+        write_prediction(pred.sr, study, target, fmt, scale, name, "super-resolved", dtype, progress, overwrite)
         written.append(target)
         if preview is not None and number == 0:
             written.append(write_preview(study, pred.sr, scale, preview, percentile))
@@ -195,12 +196,19 @@ def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None
                 tgt = base / study.patient_id if multi else base
                 if multi:
                     base.mkdir(exist_ok=True)
-                write_prediction(vol, study, tgt, fmt, scale, model_name, desc,
+                write_prediction(vol, study, tgt, fmt, scale, name, desc,
                                  np.float32 if fmt != "dicom" else None, progress, overwrite)
                 written.append(tgt)
     if not written:
         raise CardiacSRError(f"{input_path}: no readable study")
     return written
+
+
+def model_name(model_path) -> str:
+    """The name on the model's card (e.g. ``perceptual-NN`` for ``models/selected.keras``), else the file's."""
+    from .models import read_model_card
+
+    return str((read_model_card(model_path) or {}).get("model") or Path(model_path).stem)
 
 
 def _model(model_path, percentile: float | None):
@@ -209,7 +217,8 @@ def _model(model_path, percentile: float | None):
     scale = model_scale(model, expected=PIPELINE_SCALE)
     if percentile is None:
         percentile = model_preprocessing(model_path, scale)["percentile"]
-    log.info("model %s (x%d, %g percentile normalisation)", model_path, scale, percentile)
+    log.info("using model %s (%s, x%d, %g percentile normalisation)", model_path, model_name(model_path), scale,
+             percentile)
     return model, scale, percentile
 
 
@@ -242,7 +251,7 @@ def predict_nifti_folder(input_path, output, model_path=DEFAULT_MODEL, fmt: str 
                             (_sibling(rel, "warning"), pred.warning.astype(np.float32), np.float32,
                              "SR uncertainty warning")]
             for name, volume, dtype, desc in outputs:
-                write_prediction(volume, study, tmp / name, "nifti", scale, Path(model_path).stem, desc, dtype,
+                write_prediction(volume, study, tmp / name, "nifti", scale, model_name(model_path), desc, dtype,
                                  progress)
                 written.append(output / name)
         if not written:
@@ -264,9 +273,20 @@ def export(model_path, output, fmt: str = "savedmodel", overwrite: bool = False)
         import tensorflow as tf
         import tf2onnx
 
+        import onnx
+
         spec = (tf.TensorSpec((None, None, None, 1), tf.float32, name="lr"),)
+        scale = model_scale(model)
+        prep = model_preprocessing(model_path, scale)
         with atomic_file(output, suffix=".onnx") as tmp:
             tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(tmp))
+            onnx_model = onnx.load(str(tmp))
+            onnx.helper.set_model_props(onnx_model, {  # what an ONNX Runtime user needs to feed it right
+                "cardiac_sr.model": model_name(model_path), "cardiac_sr.scale": str(scale),
+                "cardiac_sr.normalisation_percentile": str(prep["percentile"]),
+                "cardiac_sr.degradation": json.dumps(prep["degradation"], sort_keys=True),
+                "cardiac_sr.input": "LR images (batch, h, w, 1) in [0, 1], each volume divided by its percentile"})
+            onnx.save(onnx_model, str(tmp))
     else:
         choice(fmt, ("savedmodel", "onnx"), "export format", source="export")
     return output

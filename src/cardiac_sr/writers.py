@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 
 def output_format(output: Path, requested: str | None) -> str:
+    """The format ``--format`` asks for, else the one ``output``'s name says: ``.nii``/``.nii.gz``, ``.npy``,
+    or a folder name (DICOM).  Another suffix (``x.png``, ``x.dcm``) is refused rather than made a folder."""
     if requested:
         return requested
     name = output.name.lower()
@@ -37,6 +39,9 @@ def output_format(output: Path, requested: str | None) -> str:
         return "nifti"
     if name.endswith(".npy"):
         return "npy"
+    if output.suffix and not output.is_dir() and not output.suffix[1:].isdigit():
+        raise CardiacSRError(f"{output}: unknown output type '{output.suffix}'; name a .nii.gz, .nii or .npy file, "
+                             "or a folder for a DICOM series (--format dicom for a folder name with a dot)")
     return "dicom"
 
 
@@ -288,23 +293,42 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
     img.header.set_slope_inter(*((slope, inter) if (slope, inter) != (1.0, 0.0) else (np.nan, np.nan)))
     img.header["descrip"] = f"{MARKER} {description} x{scale}".encode()[:79]
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+    log.info("writing %s (%.0f MB%s)", path, stored.nbytes / 1e6, ", compressing" if suffix == ".nii.gz" else "")
     with atomic_file(path, suffix=suffix, replace=replace) as tmp:
         nib.save(img, str(tmp))
+
+
+# the series written per input series: SeriesNumber offset, display window (None: the input's, "fit": the values')
+SERIES_KINDS = {"super-resolved": (1000, None), "SR uncertainty": (2000, "fit"), "SR uncertainty warning": (3000, "fit")}
+IMPLEMENTATION_UID = "2.25.315318440297414187917617427542446370416"  # cardiac-sr's (a UUID-derived UID, PS3.5 B.2)
 
 
 def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scale: int, model_name: str,
                        description: str = "super-resolved", progress: bool = True) -> None:
     """One DICOM file per (slice, phase): pixels, size, spacing and position updated; new UIDs."""
+    import datetime
+
+    from pydicom.dataset import Dataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from . import __version__
 
     headers = study.meta.get("dicom_headers")
     if headers is None:
         raise CardiacSRError("DICOM output needs a DICOM input (its tags are copied); write .nii.gz instead")
     series_uid = generate_uid()
+    now = datetime.datetime.now()
+    number_offset, window = SERIES_KINDS.get(description, (1000, None))
+    if window == "fit":  # uncertainty/warning values have nothing to do with the input's display window
+        top = float(np.percentile(pred_volume, 99.5)) or float(pred_volume.max()) or 1.0
+        window = (top / 2, top)
     s_count, t_count = headers.shape
     for s, t in tqdm(list(np.ndindex(s_count, t_count)), desc=f"write DICOM {study.patient_id}", unit="file",
                      mininterval=1, disable=not progress):
         ds = copy.deepcopy(headers[s, t])  # the header the reader kept: the source is never re-read
+        source = Dataset()
+        source.ReferencedSOPClassUID = ds.SOPClassUID
+        source.ReferencedSOPInstanceUID = ds.SOPInstanceUID
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
         stored = (pred_volume[s, t] - intercept) / slope
@@ -333,8 +357,15 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
         ds.ImageType = ["DERIVED", "SECONDARY", *flavour]
         old = str(getattr(ds, "SeriesDescription", "") or "").strip()
         ds.SeriesDescription = (f"{old} {description} x{scale} (cardiac-sr {model_name})").strip()[:64]
-        ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + 1000
+        ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + number_offset
         ds.DerivationDescription = f"{description} x{scale} in-plane by cardiac-sr model {model_name}"[:1024]
+        ds.SourceImageSequence = [source]  # the input image this one was derived from
+        ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+        ds.SoftwareVersions = f"cardiac-sr {__version__}"
+        ds.file_meta.ImplementationClassUID = IMPLEMENTATION_UID
+        ds.file_meta.ImplementationVersionName = f"CARDIACSR_{__version__.replace('.', '')}"[:16]
+        if window is not None:
+            ds.WindowCenter, ds.WindowWidth = f"{window[0]:.6g}", f"{window[1]:.6g}"
         ds.save_as(folder / series_file(s, t), enforce_file_format=True)
 
 
