@@ -415,3 +415,17 @@ def test_acdc_root_prepares_with_patient_splits(tmp_path):
     rows = [r for r in read_manifest(tmp_path / "prepared") if r["split"] == "test"]
     assert {r["patient"] for r in rows} == {"patient003"} and sum(int(r["has_roi"]) for r in rows) == 4
     assert load_split(tmp_path / "prepared", "test", "roi")[2].any()  # slice 1, frame 1 (slices x frames order)
+
+
+def test_a_patient_with_a_full_cine_uses_it_and_the_others_their_frames(tmp_path):
+    """As in ../shared/data/acdc-train, where one patient also has its _4d cine: the 4D for that patient
+    (its labelled frames' maps as the ROI of those phases), the frames for every other patient."""
+    acdc_tree(tmp_path)
+    folder = tmp_path / "patient002"
+    frames = [nib.load(folder / f"patient002_frame0{f}.nii.gz") for f in (1, 9)]
+    cine = np.stack([np.asarray(frames[0].dataobj)] * 10, axis=-1)
+    nib.save(nib.Nifti1Image(cine, frames[0].affine), folder / "patient002_4d.nii.gz")
+    studies = {s.patient_id: s for s in read_nifti(tmp_path)}
+    assert sorted(studies) == ["patient001", "patient002"]
+    assert studies["patient001"].image.shape[1] == 2 and studies["patient002"].image.shape[1] == 10
+    assert studies["patient002"].has_roi.any(axis=0).tolist() == [t in (0, 8) for t in range(10)]

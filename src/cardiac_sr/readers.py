@@ -475,9 +475,19 @@ def _label_roi(path: Path, image_shape: tuple) -> tuple[np.ndarray | None, np.nd
     import nibabel as nib
 
     labels_path = _label_file(path)
+    if labels_path is None and _nifti_stem(path).endswith("_4d"):  # ACDC: the labelled frames of the cine
+        frames = sorted(path.parent.glob(_nifti_stem(path)[:-3] + "_frame*_gt.nii*"))
+        labels = np.zeros(image_shape[2:] + image_shape[:1] + image_shape[1:2], np.uint8)  # (x, y, s, t)
+        for f in frames:
+            t = int(re.search(r"_frame(\d+)_gt", f.name).group(1)) - 1
+            frame = np.asanyarray(nib.load(str(f)).dataobj)
+            if 0 <= t < labels.shape[3] and frame.shape == labels.shape[:3]:
+                labels[..., t] = frame
+        labels_path = frames[0] if frames else None
+    elif labels_path is not None:
+        labels = np.asanyarray(nib.load(str(labels_path)).dataobj)
     if labels_path is None:
         return None, None
-    labels = np.asanyarray(nib.load(str(labels_path)).dataobj)
     labels = labels.reshape(labels.shape + (1,) * (4 - labels.ndim))
     roi = np.transpose(np.isin(np.rint(labels), HEART_LABELS), (2, 3, 0, 1)).astype(np.uint8)
     if roi.shape != tuple(image_shape):
@@ -581,8 +591,13 @@ def nifti_files(root: Path) -> list[Path]:
     """The cine volumes of a NIfTI folder: label maps (``*_gt*``) are never images; where a patient has a
     full cine (ACDC ``_4d``, M&Ms ``_sa``) its single-frame copies (``_frameXX``, ``_sa_ED``) are left out."""
     files = [f for f in _files_under(root) if _is_nifti(f) and not _is_label_file(f)]
-    preferred = [f for f in files if re.search(r"_(4d|sa)\.nii(\.gz)?$", f.name)]
-    return preferred or files
+    cines = {(f.parent, _CINE.sub("", _nifti_stem(f))) for f in files if _CINE.search(_nifti_stem(f))}
+    return [f for f in files if _CINE.search(_nifti_stem(f)) or
+            (f.parent, _FRAME_OF.sub("", _nifti_stem(f))) not in cines]
+
+
+_CINE = re.compile(r"_(4d|sa)$")                   # a patient's full cine: ACDC _4d, M&Ms _sa
+_FRAME_OF = re.compile(r"_(frame\d+|sa_E[DS])$")  # one frame of it: ACDC _frameXX, M&Ms _sa_ED / _sa_ES
 
 
 def scan_nifti(path: str | os.PathLike, strict: bool = False,
