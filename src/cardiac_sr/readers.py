@@ -36,9 +36,12 @@ study in memory at a time however large the collection; ``read_*`` load them all
 
 The reader keeps what a writer needs (DICOM headers without pixel data, the
 NIfTI header and affine) on the ``Study``, so :mod:`cardiac_sr.writers` never
-re-reads a file.  The module is about 500 lines on purpose: it is the one
-place that turns files (DICOM, Sunnybrook contours, NIfTI, ``.npy``) into a
-``Study``.
+re-reads a file.  The module is about 760 lines on purpose: it is the one
+place that turns files (DICOM with its duplicates, orientations and
+transfer syntaxes, Sunnybrook contours, NIfTI with ACDC/M&Ms layouts and
+label maps, ``.npy``) into a ``Study``.  Its natural split, a ``dicom`` and a
+``nifti`` module under this one, is left for the next change that re-runs
+``prepare`` anyway (it changes the stage's dependencies in ``dvc.yaml``).
 """
 
 from __future__ import annotations
