@@ -327,8 +327,9 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
                      mininterval=1, disable=not progress):
         ds = copy.deepcopy(headers[s, t])  # the header the reader kept: the source is never re-read
         source = Dataset()
-        source.ReferencedSOPClassUID = ds.SOPClassUID
-        source.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        meta = getattr(ds, "file_meta", None)
+        source.ReferencedSOPClassUID = ds.get("SOPClassUID") or getattr(meta, "MediaStorageSOPClassUID", "")
+        source.ReferencedSOPInstanceUID = ds.get("SOPInstanceUID") or getattr(meta, "MediaStorageSOPInstanceUID", "")
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
         stored = (pred_volume[s, t] - intercept) / slope
