@@ -19,7 +19,7 @@ import yaml
 
 from conftest import ROOT, TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
 
-COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", "init", ".dvc/config", ".dvc/.gitignore",
+COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", "init", ".dvc/config", ".dvc/plots", ".dvc/.gitignore",
         ".dvcignore", ".gitignore"]
 
 
@@ -126,7 +126,11 @@ def test_bad_param_value_fails_clearly(repo):
 def test_plots_show_renders(repo, tmp_path):
     dvc(repo, "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
-    assert "validation_psnr" in html or "Validation PSNR" in html
+    assert "Validation PSNR" in html and "MSE models, training" in html and "Perceptual models, training" in html
+    # offline: the Vega libraries are inlined (.dvc/plots/offline.html), no <script src> to a CDN
+    assert "<script src=" not in html and "vega-embed" in html and "cdn.jsdelivr" not in html
+    # the combined plots and the figures only, not 20 per-model copies of dvclive's files
+    assert "perceptual-TS/plots/metrics/train/loss.tsv" in html and html.count("<div id=") <= 8
 
 
 def test_push_and_pull_with_a_local_remote(repo, tmp_path):

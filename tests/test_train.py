@@ -104,7 +104,13 @@ def test_training_is_deterministic_and_logs(tmp_path, tiny_data, tiny_params, ca
     rows = (a / "dvclive" / "mse-TS" / "plots" / "metrics" / "eval" / "psnr.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["step", "psnr"] and len(rows) == 3  # dvclive: val_psnr -> eval/psnr
     metrics = json.loads((a / "dvclive" / "mse-TS" / "metrics.json").read_text())
-    assert {"loss", "epoch_seconds"} <= set(metrics["train"]) and {"loss", "psnr", "ssim"} <= set(metrics["eval"])
+    assert {"loss"} <= set(metrics["train"]) and {"loss", "psnr", "ssim"} <= set(metrics["eval"])
+    # no timing in a file DVC compares as metrics: dvclive's metrics.json and metrics/train/<model>.json
+    assert "epoch_seconds" not in metrics["train"]
+    saved = json.loads((a / "summary.json").read_text())
+    assert not {"epoch_seconds", "train_seconds_this_run", "resumed_from_epoch"} & set(saved)
+    assert "epoch_seconds" not in saved["final"]
+    assert json.loads((a / "summary.timings.json").read_text())["epoch_seconds"] > 0
 
 
 def test_interrupted_training_resumes(tmp_path, tiny_data, tiny_params, monkeypatch):

@@ -18,13 +18,13 @@ from .degradation import degrade_image, upsample_bicubic
 from .errors import CardiacSRError
 from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
 from .metrics import detail_agreement, detail_sums, image_scores, roi_box, temporal_psnr
-from .names import DEFAULT_MODEL
+from .names import PREDICT_MODEL
 from .readers import scan_input
 
 log = logging.getLogger(__name__)
 
 
-def assess(input_path, model_path=DEFAULT_MODEL, method: str | None = None, scale: int | None = None,
+def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scale: int | None = None,
            blur_sigma: float | None = None, percentile: float | None = None, batch_size: int = 8,
            progress: bool = True, ensemble: bool = False) -> dict:
     """Degrade a user's HR studies, super-resolve, and score model vs bicubic per patient and overall

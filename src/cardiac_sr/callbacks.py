@@ -74,6 +74,7 @@ class Progress(keras.callbacks.Callback):
         self.name, self.epochs, self.steps, self.every = name, epochs, steps, every
         self.total = (epochs - first_epoch) * steps
         self.done = 0
+        self.epoch_seconds: list[float] = []  # this run's epochs (kept out of the logs: timings are no metric)
 
     def on_train_begin(self, logs=None):
         self.t0 = self.last = time.time()
@@ -91,10 +92,10 @@ class Progress(keras.callbacks.Callback):
                      batch + 1, self.steps, float(logs.get("loss", np.nan)), fmt_time(eta))
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["epoch_seconds"] = time.time() - self.t_epoch
+        self.epoch_seconds.append(time.time() - self.t_epoch)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "loss")
         log.info("%s epoch %d/%d done in %s: loss %.5g, %s", self.name, epoch + 1, self.epochs,
-                 fmt_time(logs["epoch_seconds"]), float(logs.get("loss", np.nan)), shown)
+                 fmt_time(self.epoch_seconds[-1]), float(logs.get("loss", np.nan)), shown)
 
 
 class Checkpoint(keras.callbacks.Callback):

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from .errors import CardiacSRError
+from .names import PREDICT_MODEL
 
 log = logging.getLogger("cardiac_sr")
 
@@ -185,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: cardiac-sr predict ../shared/data/sunnybrook/SCD0000101 -o /tmp/sr101 --uncertainty")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True, help="output file (.nii.gz/.nii/.npy) or DICOM folder")
-    p.add_argument("--model", default="models/selected.keras",
-                   help="a trained .keras generator, loaded in safe mode (default: models/selected.keras, the "
-                        "pipeline's selection; for real scans models/mse-NN.keras gains the most, README "
-                        "'Real hearts'); the log names the model used")
+    p.add_argument("--model", default=PREDICT_MODEL,
+                   help=f"a trained .keras generator, loaded in safe mode (default: {PREDICT_MODEL}, the model "
+                        "that gains the most on real scans, README 'Results'; models/selected.keras is the "
+                        "pipeline's selection); the log names the model used")
     p.add_argument("--json", action="store_true", help="print what was written, the model and the time as JSON")
     p.add_argument("--format", choices=["dicom", "nifti", "npy"], help="output format (default: from OUTPUT's name)")
     switches = {
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Intensities normalised per volume as in `prepare`.")
     p.add_argument("input", help="DICOM folder/root (Sunnybrook contours are used when present), NIfTI file, or a "
                                  "folder of NIfTI volumes (ACDC/M&Ms label maps *_gt* are the ROI)")
-    p.add_argument("--model", default="models/selected.keras")
+    p.add_argument("--model", default=PREDICT_MODEL, help=f"a trained .keras generator (default: {PREDICT_MODEL})")
     p.add_argument("--degrade", choices=["blur_bicubic", "kspace"],
                    help="degradation (default: the one the model was trained for, from its card)")
     p.add_argument("--blur-sigma", type=float,
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a TensorFlow SavedModel (TensorFlow Serving) or an ONNX file (ONNX "
                                    "Runtime). Input: LR images (batch, h, w, 1) in [0, 1]; output x4, with the "
                                    "bicubic global skip inside the graph.")
-    p.add_argument("--model", default="models/selected.keras")
+    p.add_argument("--model", default=PREDICT_MODEL, help=f"a trained .keras generator (default: {PREDICT_MODEL})")
     p.add_argument("--format", choices=["savedmodel", "onnx"], default="savedmodel")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--overwrite", action="store_true")

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import CardiacSRError
-from .names import DEFAULT_MODEL
+from .names import DEFAULT_MODEL, PREDICT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def load_model(path: str | os.PathLike = DEFAULT_MODEL):
                 else "a folder")
         raise CardiacSRError(f"{path}: is {what}; --model takes the trained .keras file (e.g. models/mse-NN.keras)")
     if not path.is_file():
-        hint = " (train and select one with `dvc repro`, or pass --model)" if str(path) == DEFAULT_MODEL else ""
+        hint = (" (restore the shipped models with `dvc pull`, or train them with `dvc repro`; or pass --model)"
+                if str(path) in (DEFAULT_MODEL, PREDICT_MODEL) else "")
         raise CardiacSRError(f"{path}: model file not found{hint}")
     if not zipfile.is_zipfile(path):
         raise CardiacSRError(f"{path}: not a Keras model (.keras zip archive)")
@@ -135,8 +136,14 @@ def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, ti
     # bound memory: at most MAX_OUTPUT_PIXELS output pixels per model call (64 feature maps each)
     largest = max((r[1] - r[0]) * (c[1] - c[0]) for r, c in windows) * scale * scale
     batch_size = max(1, min(batch_size, MAX_OUTPUT_PIXELS // largest))
-    bar = tqdm(total=n * len(windows), desc=desc, unit="tile" if len(windows) > 1 else "img", disable=not progress,
-               mininterval=1)
+    with tqdm(total=n * len(windows), desc=desc, unit="tile" if len(windows) > 1 else "img", disable=not progress,
+              mininterval=1) as bar:  # closed on an error too, before its one line is printed
+        _run_windows(model, images, scale, windows, batch_size, out, bar)
+    return out
+
+
+def _run_windows(model, images, scale, windows, batch_size, out, bar) -> None:
+    n = len(images)
     for (r0, r1, kr0, kr1), (c0, c1, kc0, kc1) in windows:
         for i in range(0, n, batch_size):
             x = images[i:i + batch_size, r0:r1, c0:c1, None]
@@ -149,8 +156,6 @@ def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, ti
             out[i:i + batch_size, kr0 * scale:kr1 * scale, kc0 * scale:kc1 * scale] = \
                 y[:, (kr0 - r0) * scale:(kr1 - r0) * scale, (kc0 - c0) * scale:(kc1 - c0) * scale]
             bar.update(len(x))
-    bar.close()
-    return out
 
 
 def _dihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:

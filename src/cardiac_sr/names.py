@@ -7,6 +7,8 @@ module imports a stage module (``prepare``, ``degrade``, ``train``,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import CardiacSRError
 
 LOSSES = ("perceptual", "mse")
@@ -30,7 +32,16 @@ DEGRADED_DIR = "data/degraded"
 EXTERNAL_DIR = "data/external"
 MODELS_DIR = "models"
 METRICS_DIR = "metrics"
-DEFAULT_MODEL = "models/selected.keras"
+DEFAULT_MODEL = "models/selected.keras"  # the pipeline's selection (params loss, upsampling)
+PREDICT_MODEL = "models/mse-NN.keras"    # cardiac-sr predict/assess/export: the most gain on real scans
+
+
+def timings_file(metrics_file: str | Path) -> Path:
+    """Where a stage keeps the timings of a metrics file (``metrics/train/mse-NN.json`` ->
+    ``metrics/train/mse-NN.timings.json``): a plain output, not a DVC metric, so that ``dvc metrics diff``
+    and ``dvc exp show`` compare quality, not how busy the machine was."""
+    path = Path(metrics_file)
+    return path.with_name(f"{path.stem}.timings.json")
 
 
 def split_model_name(name: str) -> tuple[str, str]:

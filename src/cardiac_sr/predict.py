@@ -37,7 +37,7 @@ from .errors import CardiacSRError
 from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
 from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
-from .names import DEFAULT_MODEL
+from .names import PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
 from .study import Study
@@ -143,7 +143,7 @@ def _sibling(output: Path, tag: str) -> Path:
     return output.with_name(f"{name}_{tag}")
 
 
-def predict(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None, overwrite: bool = False,
+def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None, overwrite: bool = False,
             uncertainty: bool = False, batch_size: int = 8, tile: int = 256, percentile: float | None = None,
             progress: bool = True, preview: str | os.PathLike | None = None, ensemble: bool = False) -> list[Path]:
     """The ``cardiac-sr predict`` command; returns the paths written.
@@ -222,7 +222,7 @@ def _model(model_path, percentile: float | None):
     return model, scale, percentile
 
 
-def predict_nifti_folder(input_path, output, model_path=DEFAULT_MODEL, fmt: str | None = None, overwrite: bool = False,
+def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None, overwrite: bool = False,
                          uncertainty: bool = False, batch_size: int = 8, tile: int = 256,
                          percentile: float | None = None, progress: bool = True, ensemble: bool = False) -> list[Path]:
     """A folder of NIfTI volumes (ACDC ``patientNNN/patientNNN_frameXX.nii.gz``, M&Ms ``*_sa.nii.gz``) into an

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
-from .names import EXTERNAL, LOSSES, MODEL_NAMES, SEED_NAMES, UPSAMPLINGS, split_model_name
+from .names import EXTERNAL, LOSSES, MODEL_NAMES, SEED_NAMES, UPSAMPLINGS, split_model_name, timings_file
 from .params import section
 
 # (key, column title, format) of the table
@@ -45,6 +45,12 @@ def load_result(method: str, metrics_dir: str | Path = "metrics") -> dict:
         valid = ", ".join(["bicubic", "nearest", "zerofill", *MODEL_NAMES])
         raise CardiacSRError(f"{path}: no metrics for {method!r} (run `dvc repro`; methods: {valid})")
     return json.loads(path.read_text())
+
+
+def load_timings(metrics_file: str | Path) -> dict:
+    """The timings kept beside a metrics file (:func:`cardiac_sr.names.timings_file`); {} where there are none."""
+    path = timings_file(metrics_file)
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def table_methods(degrade_method: str) -> list[str]:
@@ -71,12 +77,12 @@ def table_rows(methods: list[str], metrics_dir="metrics") -> list[dict]:
             train_file = Path(metrics_dir) / "train" / f"{m}.json"
             if train_file.is_file():
                 t = json.loads(train_file.read_text())
-                row["parameters"], row["epoch_seconds"] = t["parameters"], t.get("epoch_seconds")
+                row["parameters"], row["epoch_seconds"] = t["parameters"], load_timings(train_file).get("epoch_seconds")
         for key, _, _ in COLUMNS:
             row[key], row[f"{key}_std"] = res[key]["mean"], res[key]["std"]
             row[f"{key}_ci95"] = res[key]["ci95"]
         row["psnr_gain_db"] = _gain(row["psnr"], bic)
-        row["inference_ms"] = res["inference_ms_per_slice"]
+        row["inference_ms"] = load_timings(Path(metrics_dir) / "models" / f"{m}.json").get("inference_ms_per_slice")
         row["slices"], row["patients"] = res["slices"], res["patients"]
         if "external" in res:
             ext = res["external"]
@@ -204,6 +210,9 @@ def compare(a: str, b: str, metrics_dir="metrics") -> str:
     ra, rb = load_result(a, metrics_dir), load_result(b, metrics_dir)
     out = io.StringIO()
     out.write(f"| Path | Metric | {a} | {b} | Change |\n|---|---|---|---|---|\n")
+    for name, res in ((a, ra), (b, rb)):  # timings live beside the metrics, not in them
+        res["inference_ms_per_slice"] = load_timings(Path(metrics_dir) / "models" / f"{name}.json").get(
+            "inference_ms_per_slice", float("nan"))
     for key, _, fmt in COLUMNS + [("inference_ms_per_slice", "", "{:.2f}")]:
         va = ra[key]["mean"] if isinstance(ra[key], dict) else ra[key]
         vb = rb[key]["mean"] if isinstance(rb[key], dict) else rb[key]
@@ -226,23 +235,29 @@ def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
-    # 1. training curves (dvclive logs)
+    # 1. training curves (dvclive logs): each loss on its own axis (perceptual ~1e2 and MSE ~1e-3 share none)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for m in MODEL_NAMES:
+    panels = {"mse": (axes[0], "MSE models: loss (pixel MSE on [0, 1])"),
+              "perceptual": (axes[1], "perceptual models: loss (VGG features + pixel term)")}
+    for i, m in enumerate(MODEL_NAMES):
         base = Path(live_root) / m / "plots" / "metrics"
-        for ax, rel, title in zip(axes, ("train/loss.tsv", "eval/loss.tsv", "eval/psnr.tsv"),
-                                  ("training loss", "validation loss", "validation PSNR (dB)")):
+        ax, title = panels[split_model_name(m)[0]]
+        for rel, style, what in (("train/loss.tsv", "-", "train"), ("eval/loss.tsv", "--", "val")):
             if (base / rel).is_file():
                 d = np.loadtxt(base / rel, delimiter="\t", skiprows=1, ndmin=2)
-                ax.plot(d[:, 0] + 1, d[:, 1], marker="o", ms=3, label=m)
-                ax.set_title(title)
-                ax.set_xlabel("epoch")
-    for ax in axes[:2]:
-        ax.set_yscale("log")
+                ax.plot(d[:, 0] + 1, d[:, 1], style, marker="o", ms=3, color=f"C{i}", label=f"{m} {what}")
+        ax.set_title(title, fontsize=10)
+        if (base / "eval/psnr.tsv").is_file():
+            d = np.loadtxt(base / "eval/psnr.tsv", delimiter="\t", skiprows=1, ndmin=2)
+            axes[2].plot(d[:, 0] + 1, d[:, 1], marker="o", ms=3, color=f"C{i}", label=m)
+    axes[2].set_title("validation PSNR (dB), all four", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
     bic = _val_bicubic_psnr(metrics_dir)
     if bic is not None:
         axes[2].axhline(bic, color="k", ls="--", lw=1, label="bicubic")
-    axes[2].legend(fontsize=8)
+        axes[2].legend(fontsize=8)
     fig.tight_layout()
     written.append(_save(fig, out_dir / "training_curves.png"))
 

@@ -35,7 +35,7 @@ from .dataset import load_pairs
 from .distributed import fit_multiworker, worker_task
 from .errors import CardiacSRError, Interrupted
 from .fileio import atomic_file, write_json
-from .names import split_model_name
+from .names import split_model_name, timings_file
 from .params import Train, section, train_section
 
 log = logging.getLogger(__name__)
@@ -220,15 +220,6 @@ def _bicubic_psnr(lr: np.ndarray, hr: np.ndarray, scale: int) -> float:
     return float(np.mean([psnr(h, upsample_bicubic(x, scale)) for x, h in zip(lr, hr)]))
 
 
-def _mean_epoch_seconds(live_dir: Path) -> float | None:
-    """Mean wall time per epoch over the whole run (also across a resume), from the dvclive log."""
-    tsv = Path(live_dir) / "plots" / "metrics" / "train" / "epoch_seconds.tsv"  # dvclive's layout
-    if not tsv.is_file():
-        return None
-    values = np.loadtxt(tsv, delimiter="\t", skiprows=1, ndmin=2)[:, -1]
-    return round(float(values.mean()), 2)
-
-
 # ----------------------------------------------------------------------------- the stage
 
 def model_card(name: str, params: dict) -> dict:
@@ -322,8 +313,9 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     live = Live(dir=str(live_dir), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
     if start:
         live.step = start  # dvclive's resume leaves step 0 after one finished epoch; one step per epoch here
+    progress = Progress(name, epochs, spe, start)
     callbacks = [StopOnNonFinite()] + ([Validation(vlr[vsel], vhr[vsel], scale)] if has_val else []) + [
-        Progress(name, epochs, spe, start), DVCLiveCallback(live=live),
+        progress, DVCLiveCallback(live=live),
         Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
     if worker:  # the chief alone writes the checkpoint (validation stays: its inference is a collective op)
         callbacks = callbacks[:-1]
@@ -365,12 +357,14 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
     summary = {
         "model": name, "loss": loss_name, "upsampling": upsampling, "parameters": n_params,
         "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg.patch_size,
-        "resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
-        "epoch_seconds": _mean_epoch_seconds(live_dir),
-        "final": final,
+        "final": {k: v for k, v in final.items() if k != "epoch_seconds"},  # (in checkpoints of older runs)
         "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], scale) if has_val else None,
         "init": str(init) if init else None,
     }
-    write_json(summary_path or f"metrics/train/{name}.json", summary)
+    timings = {"resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
+               "epoch_seconds": round(float(np.mean(progress.epoch_seconds)), 2) if progress.epoch_seconds else None}
+    summary_path = Path(summary_path or f"metrics/train/{name}.json")
+    write_json(summary_path, summary)
+    write_json(timings_file(summary_path), timings)
     log.info("%s: trained in %s, saved %s", name, fmt_time(train_seconds), model_path)
-    return summary
+    return {**summary, **timings}
