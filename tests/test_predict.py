@@ -528,3 +528,11 @@ def test_dicom_outputs_trace_to_their_input_and_display_right(subset, models, tm
 def test_an_unknown_output_suffix_is_refused(subset, models, tmp_path, capsys):
     assert main(["predict", str(subset), "-o", str(tmp_path / "x.png"), "--model", str(models / "tiny.keras")]) == 2
     assert "unknown output type '.png'" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_export_overwrites_only_its_own_onnx_file(models, tmp_path, capsys):
+    (tmp_path / "other.onnx").write_bytes(b"someone else's model")
+    args = ["export", "--model", str(models / "tiny.keras"), "--format", "onnx", "--overwrite", "-o"]
+    assert main(args + [str(tmp_path / "other.onnx")]) == 2
+    assert "did not write" in capsys.readouterr().err and (tmp_path / "other.onnx").read_bytes() == b"someone else's model"
+    assert main(args + [str(tmp_path / "ours.onnx")]) == 0 and main(args + [str(tmp_path / "ours.onnx")]) == 0

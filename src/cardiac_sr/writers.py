@@ -98,6 +98,10 @@ def _is_ours(path: Path, fmt: str) -> bool:
 
             with Image.open(path) as im:
                 return str(im.info.get("comment", b"")[:len(MARKER)], "latin-1") == MARKER
+        if fmt == "onnx":  # `export` writes its metadata (cardiac_sr.model, .scale, ...)
+            import onnx
+
+            return any(p.key.startswith("cardiac_sr.") for p in onnx.load(str(path), load_external_data=False).metadata_props)
     except Exception:  # anything unreadable is not ours
         return False
     return False
@@ -141,7 +145,8 @@ def check_output(output: str | os.PathLike, overwrite: bool, fmt: str, inputs: t
 # output formats written as files that carry our marker
 FILE_OUTPUTS = {"nifti": "a NIfTI file written by cardiac-sr (its description starts 'cardiac-sr')",
                 "npy": "a .npy file written by cardiac-sr (its header says '# cardiac-sr')",
-                "gif": "a preview GIF written by cardiac-sr (its comment says 'cardiac-sr')"}
+                "gif": "a preview GIF written by cardiac-sr (its comment says 'cardiac-sr')",
+                "onnx": "an ONNX export written by cardiac-sr (its metadata names the model)"}
 
 
 def save_npy(path: Path, array: np.ndarray, replace: bool = True) -> None:
