@@ -235,6 +235,7 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
     output = check_output(output, overwrite, "nifti-folder", (input_path, model_path))
     in_fmt, scanned = scan_input(input_path)
     model, scale, percentile = _model(model_path, percentile)
+    name_on_card = model_name(model_path)
     written = []
     with atomic_dir(output, replace=overwrite) as tmp:
         for _, load in scanned:
@@ -251,8 +252,7 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
                             (_sibling(rel, "warning"), pred.warning.astype(np.float32), np.float32,
                              "SR uncertainty warning")]
             for name, volume, dtype, desc in outputs:
-                write_prediction(volume, study, tmp / name, "nifti", scale, model_name(model_path), desc, dtype,
-                                 progress)
+                write_prediction(volume, study, tmp / name, "nifti", scale, name_on_card, desc, dtype, progress)
                 written.append(output / name)
         if not written:
             raise CardiacSRError(f"{input_path}: no readable study")
