@@ -218,3 +218,14 @@ def test_overwrite_replaces_only_our_own_files_and_never_the_input(nearest, tmp_
         assert main(args + [str(tmp_path / name)]) == 0
     assert np.load(tmp_path / "ours.npy").shape == (1, 1, 80, 80)  # (slices, phases, H, W)
     assert read_nifti_file(tmp_path / "ours.nii.gz").image.shape == (1, 1, 80, 80)
+
+
+def test_a_compressed_nifti_is_written_in_chunks_to_the_same_bytes(nearest, tmp_path):
+    """The gzip tail runs under a progress bar (predict on a terminal) and carries no name or time."""
+    x = np.random.default_rng(2).random((24, 20, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(x, np.eye(4)), tmp_path / "in.nii.gz")
+    predict(tmp_path / "in.nii.gz", tmp_path / "a.nii.gz", nearest, progress=True)
+    predict(tmp_path / "in.nii.gz", tmp_path / "b.nii.gz", nearest, progress=False)
+    assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
+    assert nib.load(tmp_path / "a.nii.gz").shape == (96, 80, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii.gz", "in.nii.gz"]  # no temp left

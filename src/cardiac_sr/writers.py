@@ -258,7 +258,7 @@ def _phase_ms(study: Study) -> float:
 
 
 def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, dtype=None,
-                description: str = "super-resolved", replace: bool = True) -> None:
+                description: str = "super-resolved", replace: bool = True, progress: bool = False) -> None:
     """(S, T, H, W) -> NIfTI, written atomically, with the field of view kept in place.
 
     A NIfTI input keeps its axes, header, units and storage (dtype, scl_slope/scl_inter); a DICOM input
@@ -297,10 +297,32 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
         img.header.set_zooms(zooms[:3] + [_phase_ms(study)])
     img.header.set_slope_inter(*((slope, inter) if (slope, inter) != (1.0, 0.0) else (np.nan, np.nan)))
     img.header["descrip"] = f"{MARKER} {description} x{scale}".encode()[:79]
-    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    log.info("writing %s (%.0f MB%s)", path, stored.nbytes / 1e6, ", compressing" if suffix == ".nii.gz" else "")
-    with atomic_file(path, suffix=suffix, replace=replace) as tmp:
-        nib.save(img, str(tmp))
+    compress = path.name.lower().endswith(".gz")
+    log.info("writing %s (%.0f MB%s)", path, stored.nbytes / 1e6, ", compressing" if compress else "")
+    with atomic_file(path, suffix=".nii.gz" if compress else ".nii", replace=replace) as tmp:
+        if not compress:
+            nib.save(img, str(tmp))
+            return
+        raw = tmp.with_name(tmp.name[:-len(".gz")])  # the uncompressed file beside the temp, then gzip it
+        try:
+            nib.save(img, str(raw))
+            _gzip(raw, tmp, f"compress {path.name}", progress)
+        finally:
+            raw.unlink(missing_ok=True)
+
+
+def _gzip(src: Path, dst: Path, desc: str, progress: bool) -> None:
+    """gzip ``src`` into ``dst`` at nibabel's level (1), in chunks with a progress bar (the write tail of a
+    large study is tens of seconds), with no name or time in the gzip header (same bytes for the same data)."""
+    import gzip
+
+    with open(src, "rb") as fin, open(dst, "wb") as raw_out, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw_out, compresslevel=1, mtime=0) as fout, \
+            tqdm(total=src.stat().st_size, unit="B", unit_scale=True, desc=desc, disable=not progress,
+                 mininterval=1) as bar:
+        while chunk := fin.read(1 << 24):
+            fout.write(chunk)
+            bar.update(len(chunk))
 
 
 # the series written per input series: SeriesNumber offset, display window (None: the input's, "fit": the values')
@@ -380,7 +402,7 @@ def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, s
     """Write one volume (S, T, H, W) to ``output`` atomically in ``fmt``; ``overwrite=False``: an output that
     another run wrote meanwhile is an error, never replaced."""
     if fmt == "nifti":
-        write_nifti(volume, study, output, scale, dtype, description, replace=overwrite)
+        write_nifti(volume, study, output, scale, dtype, description, replace=overwrite, progress=progress)
     elif fmt == "npy":
         arr = volume.reshape(volume.shape[-2:]) if study.meta.get("ndim") == 2 else volume
         if study.meta.get("ndim") == 3:
