@@ -229,3 +229,14 @@ def test_a_compressed_nifti_is_written_in_chunks_to_the_same_bytes(nearest, tmp_
     assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
     assert nib.load(tmp_path / "a.nii.gz").shape == (96, 80, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii.gz", "in.nii.gz"]  # no temp left
+
+
+def test_a_npy_stack_to_nifti_keeps_its_array_axes(nearest, tmp_path):
+    """No patient geometry in a .npy: the NIfTI holds the array as it is (row, column, slice, phase)."""
+    x = np.arange(2 * 3 * 16 * 12, dtype=np.float32).reshape(2, 3, 16, 12)
+    np.save(tmp_path / "x.npy", x)
+    predict(tmp_path / "x.npy", tmp_path / "y.nii", nearest, progress=False)
+    img = nib.load(tmp_path / "y.nii")
+    data = np.asarray(img.dataobj)
+    assert img.shape == (64, 48, 2, 3) and img.header["sform_code"] == 0
+    assert np.corrcoef(data[1::4, 1::4].ravel(), np.transpose(x, (2, 3, 0, 1)).ravel())[0, 1] > 0.999

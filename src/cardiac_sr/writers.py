@@ -276,14 +276,16 @@ def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, d
         data = np.transpose(pred_volume, (2, 3, 0, 1))  # (x, y, slices, phases)
     else:
         header, ndim, codes = nib.Nifti1Header(), 4, (1, 1)
+        header.set_xyzt_units("mm", "msec")
         affine = dicom_affine(study) if "dicom_headers" in study.meta else None
-        if affine is None:  # .npy, or DICOM without patient geometry: spacing only, orientation unknown
-            affine, codes = np.diag([study.spacing[1], study.spacing[0], study.spacing[2], 1.0]), (0, 0)
+        if affine is not None:
+            data = np.transpose(pred_volume, (3, 2, 0, 1))[:, ::-1]  # (column, row from the bottom, slice, phase)
+        else:  # .npy, or DICOM without patient geometry: the array's axes, spacing only, orientation unknown
+            affine, codes = np.diag([study.spacing[0], study.spacing[1], study.spacing[2], 1.0]), (0, 0)
+            data = np.transpose(pred_volume, (2, 3, 0, 1))  # (row, column, slice, phase), as before
             if "dicom_headers" in study.meta:
                 log.warning("patient %s: no ImagePositionPatient/ImageOrientationPatient; the NIfTI output has "
                             "spacing but no patient orientation", study.patient_id)
-        header.set_xyzt_units("mm", "msec")
-        data = np.transpose(pred_volume, (3, 2, 0, 1))[:, ::-1]  # (column, row from the bottom, slice, phase)
     if ndim < 4:  # a 2D/3D input gets a 2D/3D output (the reader added length-1 axes)
         data = data.reshape(data.shape[:max(ndim, 2)])
     stored, slope, inter = _stored_values(np.ascontiguousarray(data), out_dtype, slope, inter)
