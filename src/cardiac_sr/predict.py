@@ -46,7 +46,6 @@ from .writers import check_output, output_format, write_prediction
 log = logging.getLogger(__name__)
 
 UNCERTAINTY_THRESHOLD = 0.02  # on the normalised [0, 1] scale
-FORMATS = ("dicom", "nifti", "npy")
 
 
 # ----------------------------------------------------------------------------- the model
