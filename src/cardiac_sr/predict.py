@@ -164,7 +164,7 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
     in_fmt, scanned = scan_input(input_path)  # headers only: one study in memory at a time
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
-    model, scale, percentile = _model(model_path, percentile)
+    model, scale, percentile, name = _model(model_path, percentile)
     multi = len(scanned) > 1
     if multi and fmt != "dicom":
         raise CardiacSRError(f"{input_path}: holds {len(scanned)} studies; write them as DICOM (an output folder)")
@@ -172,16 +172,12 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
     for p in extra:
         check_output(p, overwrite, fmt, inputs)
     written = []
-    name = model_name(model_path)
     dtype = None
-    for number, (_, load) in enumerate(scanned):
-        study = load()
-        if study is None:  # an unreadable study among others (a warning was logged)
-            continue
+    studies = _predictions(scanned, model, scale, percentile, uncertainty, batch_size, tile, progress, ensemble,
+                           input_path)
+    for number, (study, pred) in enumerate(studies):
         if in_fmt == "npy":
             dtype = np.dtype(study.meta["dtype"])
-        check_memory(study, scale, uncertainty, ensemble, input_path)
-        pred = predict_study(model, study, scale, percentile, uncertainty, batch_size, tile, progress, ensemble)
         target = output / study.patient_id if multi else output
         if multi:
             output.mkdir(exist_ok=True)
@@ -211,14 +207,25 @@ def model_name(model_path) -> str:
 
 
 def _model(model_path, percentile: float | None):
-    """The model, its scale and the normalisation percentile it was trained with (unless given)."""
+    """The model, its scale, the normalisation percentile it was trained with (unless given) and its name."""
     model = load_model(model_path)
     scale = model_scale(model, expected=PIPELINE_SCALE)
     if percentile is None:
         percentile = model_preprocessing(model_path, scale)["percentile"]
-    log.info("using model %s (%s, x%d, %g percentile normalisation)", model_path, model_name(model_path), scale,
-             percentile)
-    return model, scale, percentile
+    name = model_name(model_path)
+    log.info("using model %s (%s, x%d, %g percentile normalisation)", model_path, name, scale, percentile)
+    return model, scale, percentile, name
+
+
+def _predictions(scanned, model, scale, percentile, uncertainty, batch_size, tile, progress, ensemble, source):
+    """``(study, prediction)`` for each readable study of ``scanned``, one study in memory at a time; a study
+    that cannot fit in memory is refused before its work (:func:`check_memory`)."""
+    for _, load in scanned:
+        study = load()
+        if study is None:  # an unreadable study among others (a warning was logged)
+            continue
+        check_memory(study, scale, uncertainty, ensemble, source)
+        yield study, predict_study(model, study, scale, percentile, uncertainty, batch_size, tile, progress, ensemble)
 
 
 def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None, overwrite: bool = False,
@@ -233,16 +240,11 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
                              "one .nii.gz per input volume, same names)")
     output = check_output(output, overwrite, "nifti-folder", (input_path, model_path))
     in_fmt, scanned = scan_input(input_path)
-    model, scale, percentile = _model(model_path, percentile)
-    name_on_card = model_name(model_path)
+    model, scale, percentile, name_on_card = _model(model_path, percentile)
     written = []
     with atomic_dir(output, replace=overwrite) as tmp:
-        for _, load in scanned:
-            study = load()
-            if study is None:
-                continue
-            check_memory(study, scale, uncertainty, ensemble, input_path)
-            pred = predict_study(model, study, scale, percentile, uncertainty, batch_size, tile, progress, ensemble)
+        for study, pred in _predictions(scanned, model, scale, percentile, uncertainty, batch_size, tile, progress,
+                                        ensemble, input_path):
             rel = Path(study.sources[0, 0]).relative_to(input_path)
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             outputs = [(rel, pred.sr, None, "super-resolved")]
