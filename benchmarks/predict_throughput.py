@@ -1,59 +1,130 @@
-"""Benchmark: `cardiac-sr predict` speed on the CPU for a 256 x 256 cine study, and peak memory.
+"""Benchmark: `cardiac-sr predict` on the CPU: images/s, share of the fp32 ceiling, peak memory per output.
 
-Uses models/selected.keras when it exists (else an untrained generator of the
-default size) and a phantom study of 12 slices x 20 phases at 256 x 256,
-super-resolved to 1024 x 1024 (what `predict` does to a real scan).
+Studies (a phantom cine stored as int16, as scanners store it):
+  small   12 slices x 20 phases of 256 x 256 -> 1024 x 1024 (Sunnybrook's size; 3-4 min per format on 2 cores)
+  large   30 slices x 40 phases of 512 x 512 -> 2048 x 2048 (10 GB of int16 output; about an hour per format)
+For each output format (NIfTI .nii.gz and .npy from a NIfTI input, a DICOM series from a DICOM input),
+`cardiac-sr predict` runs as its own process, as a user runs it; its wall time, its images (slices x
+phases) per second and its peak resident memory (wait4's ru_maxrss) are reported.  The fp32 ceiling: the
+generator's convolution FLOPs per image over the dense float32 matmul GFLOP/s measured in this run
+(benchmarks/train_throughput.py); the ratio is the share of that ceiling that predict reaches, end to end
+(reading, writing and the gzip included).
 
-    python benchmarks/predict_throughput.py [--model PATH] [--slices 12] [--phases 20]
+    python benchmarks/predict_throughput.py [--study small|large] [--formats nifti npy dicom]
+                                            [--self-ensemble] [--model models/mse-NN.keras]
 """
 
 import argparse
 import os
-import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+STUDIES = {"small": (12, 20, 256), "large": (30, 40, 512)}
+OUTPUTS = {"nifti": "sr.nii.gz", "npy": "sr.npy", "dicom": "sr_dicom"}
+
+
+def phantom_int16(slices: int, phases: int, size: int):
+    """A phantom study (slices, phases, size, size) as int16 (the scanner's storage) and its spacing."""
+    import numpy as np
+
+    from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
+
+    study = PhantomGenerator(PhantomConfig(slices=slices, phases=phases, size=size), seed=0).study(0)
+    image = study.image / study.image.max() * 3000
+    return np.rint(image).astype(np.int16), study.spacing
+
+
+def write_nifti(image, spacing, path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    affine = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
+    nib.save(nib.Nifti1Image(np.transpose(image, (2, 3, 0, 1)), affine), str(path))  # (x, y, slice, phase)
+
+
+def write_dicom(image, spacing, folder: Path) -> None:
+    """One MR image per (slice, phase), with the geometry and timing tags the reader needs."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir()
+    series, study_uid = generate_uid(), generate_uid()
+    for s, t in ((s, t) for s in range(image.shape[0]) for t in range(image.shape[1])):
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.Modality, ds.PatientID, ds.SeriesInstanceUID, ds.StudyInstanceUID = "MR", "BENCH", series, study_uid
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.ImagePositionPatient = ["0", "0", f"{s * spacing[2]:.3f}"]
+        ds.PixelSpacing = [f"{spacing[0]:.4f}", f"{spacing[1]:.4f}"]
+        ds.SliceThickness, ds.SliceLocation = spacing[2], s * spacing[2]
+        ds.TriggerTime, ds.InstanceNumber, ds.SeriesNumber = 40 * t, 1 + s * image.shape[1] + t, 1
+        ds.set_pixel_data(image[s, t], photometric_interpretation="MONOCHROME2", bits_stored=16)
+        ds.save_as(folder / f"{s:03d}_{t:03d}.dcm", enforce_file_format=True)
+
+
+def run_predict(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GiB) of one `cardiac-sr predict` process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cardiac_sr", "-q", "predict", *args],
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"predict {' '.join(args)} failed ({os.waitstatus_to_exitcode(status)})")
+    return seconds, usage.ru_maxrss / 2**20
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(ROOT / "models" / "selected.keras"))
-    parser.add_argument("--slices", type=int, default=12)
-    parser.add_argument("--phases", type=int, default=20)
+    parser.add_argument("--study", choices=sorted(STUDIES), default="small")
+    parser.add_argument("--formats", nargs="+", choices=sorted(OUTPUTS), default=["nifti", "npy", "dicom"])
+    parser.add_argument("--self-ensemble", action="store_true", help="8-fold self-ensemble (8x the work)")
+    parser.add_argument("--model", default=str(ROOT / "models" / "mse-NN.keras"))
+    parser.add_argument("--workdir", help="where inputs and outputs go (default: a temporary folder, removed)")
     args = parser.parse_args()
 
     from cardiac_sr.runtime import start_tensorflow
 
-    start_tensorflow()  # as the stages and the CLI: quiet, oneDNN kernels on (cardiac_sr.runtime)
+    start_tensorflow()
+    from cardiac_sr.inference import load_model
+    from train_throughput import conv_flops, matmul_gflops
 
-    from cardiac_sr.models import build_generator
-    from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
-    from cardiac_sr.inference import load_model, model_scale
-    from cardiac_sr.predict import predict_study
-
-    if Path(args.model).is_file():
-        model, label = load_model(args.model), args.model
-    else:
-        model, label = build_generator("TS"), "untrained TS generator (no models/selected.keras)"
-    study = PhantomGenerator(PhantomConfig(slices=args.slices, phases=args.phases), seed=0).study(0)
-    scale = model_scale(model)
-    n = study.n_slices * study.n_phases
-    from cardiac_sr.inference import super_resolve
-
-    super_resolve(model, study.image[0, :4] / study.image.max(), scale, progress=False)  # warm-up (tracing)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    predict_study(model, study, scale, progress=False)
-    seconds = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"model: {label}")
-    print(f"study: {study.n_slices} slices x {study.n_phases} phases of {study.shape2d[0]} x {study.shape2d[1]} "
-          f"-> x{scale}; {n} images in {seconds:.1f} s = {n / seconds:.2f} slices/s "
-          f"({1000 * seconds / n:.0f} ms per slice) on {len(os.sched_getaffinity(0))} cores")
-    print(f"peak resident memory: {peak_mb:.0f} MiB (after warm-up: {rss0 / 1024:.0f} MiB)")
+    slices, phases, size = STUDIES[args.study]
+    peak = matmul_gflops()
+    flops = conv_flops(load_model(args.model), size) * (8 if args.self_ensemble else 1)
+    n = slices * phases
+    print(f"machine: {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; dense float32 matmul "
+          f"{peak:.0f} GFLOP/s; model {args.model}: {flops / 1e9:.0f} GFLOP per {size} x {size} image"
+          f"{' (8-fold self-ensemble)' if args.self_ensemble else ''}, ceiling {peak * 1e9 / flops:.2f} images/s")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmp = Path(tmp)
+        image, spacing = phantom_int16(slices, phases, size)
+        if {"nifti", "npy"} & set(args.formats):
+            write_nifti(image, spacing, tmp / "in.nii.gz")
+        if "dicom" in args.formats:
+            write_dicom(image, spacing, tmp / "in_dicom")
+        del image
+        for fmt in args.formats:
+            source = tmp / ("in_dicom" if fmt == "dicom" else "in.nii.gz")
+            extra = ["--self-ensemble"] if args.self_ensemble else []
+            seconds, rss = run_predict([str(source), "-o", str(tmp / OUTPUTS[fmt]), "--model", args.model, *extra])
+            rate = n / seconds
+            print(f"{args.study} {slices} x {phases} x {size} x {size} -> {fmt:5s}: {seconds:6.0f} s, "
+                  f"{rate:.2f} images/s ({1000 / rate:.0f} ms each), {100 * rate * flops / (peak * 1e9):3.0f} % of "
+                  f"the fp32 ceiling, peak RSS {rss:.2f} GiB", flush=True)
     return 0
 
 

@@ -13,7 +13,7 @@ from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.models import build_generator
 from cardiac_sr.inference import load_model, self_ensemble, super_resolve
 from cardiac_sr.assess import assess
-from cardiac_sr.predict import export, predict
+from cardiac_sr.predict import UNCERTAINTY_THRESHOLD, export, predict
 from cardiac_sr.readers import read_dicom
 
 
@@ -464,7 +464,7 @@ def test_a_study_too_large_for_the_memory_is_refused_with_the_estimate(models, t
 
     np.save(tmp_path / "x.npy", np.ones((3, 4, 32, 32), np.float32))
     monkeypatch.setattr(cardiac_sr.predict, "available_memory", lambda: 2**30)
-    monkeypatch.setattr(cardiac_sr.predict, "predict_study", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(cardiac_sr.predict, "predict_chunks", lambda *a, **k: pytest.fail("work started"))
     assert main(["predict", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
                  "--model", str(models / "untrained.keras")]) == 2
     err = capsys.readouterr().err
@@ -518,10 +518,14 @@ def test_dicom_outputs_trace_to_their_input_and_display_right(subset, models, tm
         assert ds.SoftwareVersions.startswith("cardiac-sr") and len(ds.ContentDate) == 8
         assert ds.file_meta.ImplementationVersionName.startswith("CARDIACSR")
         numbers.add(int(ds.SeriesNumber))
-        if kind != "super-resolved":  # a window fitted to its own values, not the input's (which showed black)
-            stored = np.asarray([pydicom.dcmread(f).pixel_array for f in folder.iterdir()])
-            top = np.percentile(stored * float(getattr(ds, "RescaleSlope", 1) or 1), 99.5)
-            assert float(ds.WindowWidth) == pytest.approx(max(top, 1e-6), rel=0.05, abs=1.0)
+        if kind != "super-resolved":  # its own window, known before any image is written (not the input's,
+            # which showed these small values black): the uncertainty up to twice the warning level, the mask 0/1
+            level = UNCERTAINTY_THRESHOLD * np.percentile([d.pixel_array * float(getattr(d, "RescaleSlope", 1) or 1)
+                                                           + float(getattr(d, "RescaleIntercept", 0) or 0)
+                                                           for d in src.values()], 99.5)
+            width = 2 * level if kind == "SR uncertainty" else 1.0
+            assert float(ds.WindowWidth) == pytest.approx(width, rel=1e-4) and \
+                float(ds.WindowCenter) == pytest.approx(width / 2, rel=1e-4)
     assert len(numbers) == 3
 
 

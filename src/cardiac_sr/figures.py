@@ -140,15 +140,16 @@ def write_cine_gif(columns: list[tuple[str, np.ndarray]], path: str | Path, zoom
 PREVIEW_PX = 256  # output pixels a side of the preview's centre window
 
 
-def write_preview(study: Study, sr: np.ndarray, scale: int, path: Path, percentile: float = 99.5) -> Path:
+def write_preview(study: Study, sr_middle: np.ndarray, scale: int, path: Path, percentile: float = 99.5) -> Path:
     """Animated GIF of the middle slice over all phases: the input (pixels enlarged x``scale``) next to the
-    super-resolved image, the central ``PREVIEW_PX`` output pixels, in the study's normalised window."""
+    super-resolved image ``sr_middle`` (phases, H, W) of slice ``n_slices // 2``, the central ``PREVIEW_PX``
+    output pixels, in the study's normalised window."""
     from .dataset import fit_normalisation
 
     s = study.image.shape[0] // 2
     norm = fit_normalisation(study.image, percentile, name=f"patient {study.patient_id}")
     lr = np.kron(norm.apply(study.image[s]), np.ones((1, scale, scale), np.float32))
-    out = norm.apply(sr[s])
+    out = norm.apply(sr_middle)
     h, w = out.shape[1:]
     r0, c0 = max(0, (h - PREVIEW_PX) // 2), max(0, (w - PREVIEW_PX) // 2)
     win = np.s_[:, r0:r0 + PREVIEW_PX, c0:c0 + PREVIEW_PX]

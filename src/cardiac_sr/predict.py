@@ -27,10 +27,13 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .dataset import fit_normalisation
 from .errors import CardiacSRError
@@ -41,7 +44,7 @@ from .names import PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
 from .study import Study
-from .writers import check_output, output_format, write_prediction
+from .writers import StorageOverflow, check_output, open_writer, output_format
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +82,18 @@ def available_memory() -> int | None:
     return min(limits) if limits else None
 
 
-TF_OVERHEAD = 1.5 * 2**30  # TensorFlow, the model and its feature maps for one batch
+TF_OVERHEAD = 1.5 * 2**30  # TensorFlow, the model and its feature maps for one model call
+CHUNK_OUTPUT_PIXELS = 1 << 23  # output pixels predicted and written at a time: 8 images of 1024 x 1024
 
 
 def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool) -> int:
-    """Peak bytes of :func:`predict_study` and its writer for one study (measured: about 6.6 GB for Sunnybrook's
-    12 x 20 x 256 x 256 at x4): the input in a few float32 copies, the output in about five."""
-    pixels = study.image.size
-    copies = 4 + 5 * scale * scale + (6 * scale * scale if uncertainty or ensemble else 0)
-    return int(pixels * 4 * copies + TF_OVERHEAD)
+    """Peak bytes of :func:`predict_chunks` and the writers for one study: the input (float32) and, while
+    the normalisation is fitted, two more copies of it; one chunk of output images in a few float32 copies
+    (float64 sums for the self-ensemble); TensorFlow.  Nothing grows with the output: it is streamed."""
+    s, t, h, w = study.image.shape
+    chunk = min(_chunk_images(h, w, scale), s * t) * h * w * scale * scale
+    per_output_pixel = 24 + (48 if uncertainty or ensemble else 0)
+    return int(study.image.size * 4 * 3 + chunk * per_output_pixel + TF_OVERHEAD)
 
 
 def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source) -> None:
@@ -98,6 +104,54 @@ def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, so
         raise CardiacSRError(f"{source}: super-resolving patient {study.patient_id} ({s} slices x {t} phases of "
                              f"{h} x {w}) needs about {need / 2**30:.1f} GiB of memory and {have / 2**30:.1f} GiB "
                              "are available; give it fewer slices or phases at a time (e.g. one NIfTI per phase)")
+
+
+def _chunk_images(h: int, w: int, scale: int, batch_size: int = 8, tile: int = 256) -> int:
+    """Images per chunk: about :data:`CHUNK_OUTPUT_PIXELS` of output, a whole number of the model calls that
+    :func:`super_resolve` makes, so a chunked study runs the same batches (the same numbers) as a whole one."""
+    from .inference import MAX_OUTPUT_PIXELS, TILE_OVERLAP, _tiles
+
+    window = max(r[1] - r[0] for r in _tiles(h, tile, TILE_OVERLAP)) * \
+        max(c[1] - c[0] for c in _tiles(w, tile, TILE_OVERLAP)) * scale * scale
+    per_call = max(1, min(batch_size, MAX_OUTPUT_PIXELS // window))  # as super_resolve bounds its batches
+    return per_call * max(1, CHUNK_OUTPUT_PIXELS // (h * w * scale * scale * per_call))
+
+
+@dataclass
+class Chunk:
+    """Consecutive output images ``start, start + 1, ...`` of a study, in (slice, phase) order."""
+    start: int
+    sr: np.ndarray                  # (k, H*s, W*s) float32 in the input's intensity units
+    uncertainty: np.ndarray | None  # same shape, intensity units
+    warning: np.ndarray | None      # uint8 mask
+
+
+def predict_chunks(model, study: Study, scale: int, norm, uncertainty: bool = False, batch_size: int = 8,
+                   tile: int = 256, progress: bool = True, ensemble: bool = False) -> Iterator[Chunk]:
+    """Super-resolve every slice and phase of one study, a chunk of images at a time (:func:`_chunk_images`),
+    back in the input's intensity units; ``norm``: the study's normalisation (``fit_normalisation``)."""
+    s, t, h, w = study.image.shape
+    flat = study.image.reshape(s * t, h, w)
+    step = _chunk_images(h, w, scale, batch_size, tile)
+    kw = {"batch_size": batch_size, "tile": tile, "progress": False}
+    with tqdm(total=s * t, desc=f"super-resolve {study.patient_id}" + (" (8-fold)" if uncertainty or ensemble
+              else ""), unit="img", disable=not progress, mininterval=1) as bar:
+        for start in range(0, s * t, step):
+            x = ((flat[start:start + step] - norm.offset) / norm.scale).astype(np.float32)
+            x01 = np.clip(x, 0.0, 1.0)
+            if uncertainty or ensemble:
+                plain, mean, std = self_ensemble(model, x01, scale, **kw)
+                sr, std = (mean if ensemble else plain), (std if uncertainty else None)
+            else:
+                sr, std = super_resolve(model, x01, scale, **kw), None
+            sr = _restore_highlights(sr, x, scale)
+            out = norm.invert(np.maximum(sr, 0.0)).astype(np.float32)
+            unc = warn = None
+            if std is not None:
+                unc = (std * norm.scale).astype(np.float32)
+                warn = (std > UNCERTAINTY_THRESHOLD).astype(np.uint8)
+            yield Chunk(start, out, unc, warn)
+            bar.update(len(x))
 
 
 @dataclass
@@ -111,25 +165,21 @@ class Prediction:
 
 def predict_study(model, study: Study, scale: int, percentile: float = 99.5, uncertainty: bool = False,
                   batch_size: int = 8, tile: int = 256, progress: bool = True, ensemble: bool = False) -> Prediction:
-    """Super-resolve every slice and phase of one study, back in the input's intensity units."""
+    """The whole super-resolved study in memory (:func:`predict_chunks` put together; ``predict`` streams)."""
     s, t, h, w = study.image.shape
     norm = fit_normalisation(study.image, percentile, name=f"patient {study.patient_id}")
-    x = ((study.image - norm.offset) / norm.scale).reshape(s * t, h, w).astype(np.float32)
-    x01 = np.clip(x, 0.0, 1.0)
-    kw = {"batch_size": batch_size, "tile": tile, "progress": progress}
-    if uncertainty or ensemble:
-        plain, mean, std = self_ensemble(model, x01, scale, **kw)
-        sr, std = (mean if ensemble else plain), (std if uncertainty else None)
-    else:
-        sr, std = super_resolve(model, x01, scale, desc=f"super-resolve {study.patient_id}", **kw), None
-    sr = _restore_highlights(sr, x, scale)
+    shape = (s * t, h * scale, w * scale)
+    sr = np.empty(shape, np.float32)
+    unc = np.empty(shape, np.float32) if uncertainty else None
+    warn = np.empty(shape, np.uint8) if uncertainty else None
+    for chunk in predict_chunks(model, study, scale, norm, uncertainty, batch_size, tile, progress, ensemble):
+        part = np.s_[chunk.start:chunk.start + len(chunk.sr)]
+        sr[part] = chunk.sr
+        if uncertainty:
+            unc[part], warn[part] = chunk.uncertainty, chunk.warning
     shape = (s, t, h * scale, w * scale)
-    out = norm.invert(np.maximum(sr, 0.0)).reshape(shape)
-    unc = warn = None
-    if std is not None:
-        unc = (std * norm.scale).reshape(shape).astype(np.float32)
-        warn = (std > UNCERTAINTY_THRESHOLD).reshape(shape).astype(np.uint8)
-    return Prediction(study, out.astype(np.float32), unc, warn, scale)
+    return Prediction(study, sr.reshape(shape), *(None if v is None else v.reshape(shape) for v in (unc, warn)),
+                      scale)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -172,31 +222,58 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
     for p in extra:
         check_output(p, overwrite, fmt, inputs)
     written = []
-    dtype = None
-    studies = _predictions(scanned, model, scale, percentile, uncertainty, batch_size, tile, progress, ensemble,
-                           input_path)
-    for number, (study, pred) in enumerate(studies):
-        if in_fmt == "npy":
-            dtype = np.dtype(study.meta["dtype"])
-        target = output / study.patient_id if multi else output
+    for number, study in enumerate(_studies(scanned, scale, uncertainty, ensemble, input_path)):
+        multi_target = (lambda base: base / study.patient_id) if multi else (lambda base: base)
         if multi:
-            output.mkdir(exist_ok=True)
-        write_prediction(pred.sr, study, target, fmt, scale, name, "super-resolved", dtype, progress, overwrite)
-        written.append(target)
-        if preview is not None and number == 0:
-            written.append(write_preview(study, pred.sr, scale, preview, percentile))
-        if uncertainty:
-            for base, vol, desc in ((extra[0], pred.uncertainty, "SR uncertainty"),
-                                    (extra[1], pred.warning.astype(np.float32), "SR uncertainty warning")):
-                tgt = base / study.patient_id if multi else base
-                if multi:
-                    base.mkdir(exist_ok=True)
-                write_prediction(vol, study, tgt, fmt, scale, name, desc,
-                                 np.float32 if fmt != "dicom" else None, progress, overwrite)
-                written.append(tgt)
+            for base in [output] + extra:
+                base.mkdir(exist_ok=True)
+        targets = [multi_target(output)] + [multi_target(base) for base in extra]
+        dtype = np.dtype(study.meta["dtype"]) if in_fmt == "npy" else None
+        middle = _write_study(model, study, scale, percentile, fmt, targets, name, dtype, uncertainty, batch_size,
+                              tile, progress, ensemble, overwrite, keep_slice=preview is not None and number == 0)
+        written += targets
+        if middle is not None:
+            written.append(write_preview(study, middle, scale, preview, percentile))
     if not written:
         raise CardiacSRError(f"{input_path}: no readable study")
     return written
+
+
+def _write_study(model, study: Study, scale: int, percentile: float, fmt: str, targets: list[Path], name: str,
+                 dtype, uncertainty: bool, batch_size: int, tile: int, progress: bool, ensemble: bool,
+                 overwrite: bool, keep_slice: bool = False) -> np.ndarray | None:
+    """Predict ``study`` and stream it into ``targets`` (the super-resolved volume[, its uncertainty and
+    warning]) as it is predicted; returns the middle slice's images (all phases) when ``keep_slice``.
+
+    A NIfTI whose values outgrow the input's integer storage is written again as float32 (never clipped)."""
+    norm = fit_normalisation(study.image, percentile, name=f"patient {study.patient_id}")
+    s, t, h, w = study.image.shape
+    shape = (s, t, h * scale, w * scale)
+    kinds = [("super-resolved", dtype, None)]
+    if uncertainty:  # display windows known before any image: up to twice the warning level; the mask 0/1
+        top = 2 * UNCERTAINTY_THRESHOLD * norm.scale
+        kinds += [("SR uncertainty", np.float32, (top / 2, top)), ("SR uncertainty warning", np.float32, (0.5, 1.0))]
+    for storage in (None, np.float32):
+        middle = np.empty((t,) + shape[2:], np.float32) if keep_slice else None
+        try:
+            with ExitStack() as stack:
+                writers = [stack.enter_context(open_writer(study, shape, target, fmt, scale, name, desc,
+                                                           storage or kind_dtype, progress, overwrite, window))
+                           for target, (desc, kind_dtype, window) in zip(targets, kinds)]
+                for chunk in predict_chunks(model, study, scale, norm, uncertainty, batch_size, tile, progress,
+                                            ensemble):
+                    for writer, images in zip(writers, (chunk.sr, chunk.uncertainty, chunk.warning)):
+                        writer.write(chunk.start, images)
+                    if keep_slice:
+                        lo, hi = max(chunk.start, s // 2 * t), min(chunk.start + len(chunk.sr), (s // 2 + 1) * t)
+                        if lo < hi:
+                            middle[lo - s // 2 * t:hi - s // 2 * t] = chunk.sr[lo - chunk.start:hi - chunk.start]
+            return middle
+        except StorageOverflow as exc:
+            if storage is not None or fmt != "nifti":
+                raise
+            log.info("%s: the super-resolved %s; writing float32 (predicting again)", targets[0], exc)
+    raise AssertionError("unreachable")
 
 
 def model_name(model_path) -> str:
@@ -217,15 +294,15 @@ def _model(model_path, percentile: float | None):
     return model, scale, percentile, name
 
 
-def _predictions(scanned, model, scale, percentile, uncertainty, batch_size, tile, progress, ensemble, source):
-    """``(study, prediction)`` for each readable study of ``scanned``, one study in memory at a time; a study
-    that cannot fit in memory is refused before its work (:func:`check_memory`)."""
+def _studies(scanned, scale, uncertainty, ensemble, source):
+    """Each readable study of ``scanned``, one in memory at a time; a study that cannot fit in memory is
+    refused before its work (:func:`check_memory`)."""
     for _, load in scanned:
         study = load()
         if study is None:  # an unreadable study among others (a warning was logged)
             continue
         check_memory(study, scale, uncertainty, ensemble, source)
-        yield study, predict_study(model, study, scale, percentile, uncertainty, batch_size, tile, progress, ensemble)
+        yield study
 
 
 def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None, overwrite: bool = False,
@@ -243,18 +320,13 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
     model, scale, percentile, name_on_card = _model(model_path, percentile)
     written = []
     with atomic_dir(output, replace=overwrite) as tmp:
-        for study, pred in _predictions(scanned, model, scale, percentile, uncertainty, batch_size, tile, progress,
-                                        ensemble, input_path):
+        for study in _studies(scanned, scale, uncertainty, ensemble, input_path):
             rel = Path(study.sources[0, 0]).relative_to(input_path)
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            outputs = [(rel, pred.sr, None, "super-resolved")]
-            if uncertainty:
-                outputs += [(_sibling(rel, "uncertainty"), pred.uncertainty, np.float32, "SR uncertainty"),
-                            (_sibling(rel, "warning"), pred.warning.astype(np.float32), np.float32,
-                             "SR uncertainty warning")]
-            for name, volume, dtype, desc in outputs:
-                write_prediction(volume, study, tmp / name, "nifti", scale, name_on_card, desc, dtype, progress)
-                written.append(output / name)
+            names = [rel] + ([_sibling(rel, "uncertainty"), _sibling(rel, "warning")] if uncertainty else [])
+            _write_study(model, study, scale, percentile, "nifti", [tmp / n for n in names], name_on_card, None,
+                         uncertainty, batch_size, tile, progress, ensemble, overwrite=True)
+            written += [output / n for n in names]
         if not written:
             raise CardiacSRError(f"{input_path}: no readable study")
     return written

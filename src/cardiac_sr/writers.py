@@ -1,6 +1,9 @@
 """Writers, the counterpart of :mod:`cardiac_sr.readers`: super-resolved volumes as NIfTI, DICOM or .npy.
 
-Every writer goes through a temporary name and a rename (:mod:`cardiac_sr.fileio`).
+Every writer streams: :func:`open_writer` takes a study's output images in (slice, phase)
+order, a chunk at a time, as they are predicted, so memory never holds a whole
+super-resolved study (a 512 x 512 x 30 x 40 cine is 10 GB at x4); the output
+goes through a temporary name and a rename (:mod:`cardiac_sr.fileio`).
 ``--overwrite`` replaces only a file or a folder output this project wrote before
 (:func:`check_output`, ``FOLDER_OUTPUTS``).
 
@@ -17,6 +20,8 @@ import copy
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +54,7 @@ SERIES_FILE = re.compile(r"s\d{3}_t\d{3}\.dcm")  # the names series_file gives
 
 
 def series_file(s: int, t: int) -> str:
-    """File name of slice ``s``, phase ``t`` in a DICOM series written by :func:`write_dicom_series`."""
+    """File name of slice ``s``, phase ``t`` in a DICOM series written by :class:`DicomWriter`."""
     return f"s{s:03d}_t{t:03d}.dcm"
 
 
@@ -149,16 +154,21 @@ FILE_OUTPUTS = {"nifti": "a NIfTI file written by cardiac-sr (its description st
                 "onnx": "an ONNX export written by cardiac-sr (its metadata names the model)"}
 
 
-def save_npy(path: Path, array: np.ndarray, replace: bool = True) -> None:
-    """``np.save`` layout (format 1.0, readable by ``np.load``) with ``# cardiac-sr`` after the header's
-    dictionary, so ``--overwrite`` can tell our files from a user's; written atomically."""
-    array = np.ascontiguousarray(array)
-    header = repr({"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
-                   "shape": array.shape}) + f"  # {MARKER}"
+def _npy_header(dtype, shape) -> bytes:
+    """``np.save``'s format-1.0 header with ``# cardiac-sr`` after the dictionary (readable by ``np.load``),
+    so ``--overwrite`` can tell our files from a user's."""
+    header = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                   "shape": tuple(shape)}) + f"  # {MARKER}"
     header += " " * (63 - (10 + len(header)) % 64) + "\n"  # pad magic + length + header to 64 bytes
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin-1")
+
+
+def save_npy(path: Path, array: np.ndarray, replace: bool = True) -> None:
+    """``array`` as a marked .npy file (:func:`_npy_header`), written atomically."""
+    array = np.ascontiguousarray(array)
     with atomic_file(path, suffix=".npy", replace=replace) as tmp:
         with open(tmp, "wb") as fh:
-            fh.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin-1"))
+            fh.write(_npy_header(array.dtype, array.shape))
             fh.write(array.tobytes())
 
 
@@ -206,18 +216,20 @@ def _storage(study: Study, dtype) -> tuple[np.dtype, float, float]:
     return np.dtype(f"{'i' if signed else 'u'}{bits // 8}"), slope, inter
 
 
-def _stored_values(data: np.ndarray, dtype: np.dtype, slope: float, inter: float):
-    """``data`` as the input stored it (same dtype, slope and intercept), or float32 when that would
-    clip it; returns (array, slope, intercept) with slope 1, intercept 0 meaning no scaling."""
+class StorageOverflow(Exception):
+    """Super-resolved values that the input's integer storage cannot hold: write the study as float32."""
+
+
+def _stored_values(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) -> np.ndarray:
+    """``data`` as the input stores it (``dtype``, slope, intercept); :class:`StorageOverflow` where
+    that would clip it (the caller writes float32 instead: values are never clipped)."""
     if dtype.kind == "f":
-        return data.astype(dtype), 1.0, 0.0
+        return data.astype(dtype)
     stored = np.rint((data - inter) / slope)
     info = np.iinfo(dtype)
-    if stored.min() >= info.min and stored.max() <= info.max:
-        return stored.astype(dtype), slope, inter
-    log.info("the super-resolved values (%.4g..%.4g) do not fit the input's %s storage; writing float32",
-             float(data.min()), float(data.max()), dtype)
-    return data.astype(np.float32), 1.0, 0.0
+    if stored.min() < info.min or stored.max() > info.max:
+        raise StorageOverflow(f"values {float(data.min()):.4g}..{float(data.max()):.4g} do not fit {dtype}")
+    return stored.astype(dtype)
 
 
 def dicom_affine(study: Study) -> np.ndarray | None:
@@ -257,60 +269,102 @@ def _phase_ms(study: Study) -> float:
     return float(np.median(np.diff(times, axis=1)))
 
 
-def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, dtype=None,
-                description: str = "super-resolved", replace: bool = True, progress: bool = False) -> None:
-    """(S, T, H, W) -> NIfTI, written atomically, with the field of view kept in place.
+def _nifti_layout(study: Study, dtype) -> tuple:
+    """What the NIfTI output of ``study`` is, before any voxel: (image with the input's header, affine and
+    codes, but no data yet; ndim; whether an image's rows run bottom-up (DICOM layout); on-disk dtype,
+    slope, intercept)."""
+    import nibabel as nib
+
+    out_dtype, slope, inter = _storage(study, dtype)
+    bottom_up = False
+    if "nifti_header" in study.meta:  # NIfTI input: what the reader kept, axes as stored
+        affine, header = np.asarray(study.meta["affine"], float), study.meta["nifti_header"].copy()
+        ndim, codes = int(study.meta["nifti_ndim"]), (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
+    else:
+        header, ndim, codes = nib.Nifti1Header(), 4, (1, 1)
+        header.set_xyzt_units("mm", "msec")
+        affine = dicom_affine(study) if "dicom_headers" in study.meta else None
+        bottom_up = affine is not None  # (column, row from the bottom, slice, phase), as dcm2niix
+        if affine is None:  # .npy, or DICOM without patient geometry: the array's axes, spacing only
+            affine, codes = np.diag([study.spacing[0], study.spacing[1], study.spacing[2], 1.0]), (0, 0)
+            if "dicom_headers" in study.meta:
+                log.warning("patient %s: no ImagePositionPatient/ImageOrientationPatient; the NIfTI output has "
+                            "spacing but no patient orientation", study.patient_id)
+    return affine, header, ndim, codes, bottom_up, out_dtype, slope, inter
+
+
+class NiftiWriter:
+    """(S, T, H, W) images -> one NIfTI file, streamed: the header nibabel would write, then each image at
+    its place in the file as it comes (``write``); gzipped at the end for ``.nii.gz``.
 
     A NIfTI input keeps its axes, header, units and storage (dtype, scl_slope/scl_inter); a DICOM input
     gets the patient geometry from ImagePositionPatient/ImageOrientationPatient in dcm2niix's layout
     (x = column, y = row from the bottom, z = slice, t = phase), units mm and ms, the phase spacing and
     the DICOM storage (BitsAllocated, PixelRepresentation, RescaleSlope/Intercept).  Values that the
-    input's storage cannot hold are written as float32 rather than clipped.
+    input's storage cannot hold raise :class:`StorageOverflow` (the caller writes float32 instead).
     """
-    import nibabel as nib
 
-    out_dtype, slope, inter = _storage(study, dtype)
-    if "nifti_header" in study.meta:  # NIfTI input: what the reader kept, axes as stored
-        affine, header = np.asarray(study.meta["affine"], float), study.meta["nifti_header"].copy()
-        ndim, codes = int(study.meta["nifti_ndim"]), (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
-        data = np.transpose(pred_volume, (2, 3, 0, 1))  # (x, y, slices, phases)
-    else:
-        header, ndim, codes = nib.Nifti1Header(), 4, (1, 1)
-        header.set_xyzt_units("mm", "msec")
-        affine = dicom_affine(study) if "dicom_headers" in study.meta else None
-        if affine is not None:
-            data = np.transpose(pred_volume, (3, 2, 0, 1))[:, ::-1]  # (column, row from the bottom, slice, phase)
-        else:  # .npy, or DICOM without patient geometry: the array's axes, spacing only, orientation unknown
-            affine, codes = np.diag([study.spacing[0], study.spacing[1], study.spacing[2], 1.0]), (0, 0)
-            data = np.transpose(pred_volume, (2, 3, 0, 1))  # (row, column, slice, phase), as before
-            if "dicom_headers" in study.meta:
-                log.warning("patient %s: no ImagePositionPatient/ImageOrientationPatient; the NIfTI output has "
-                            "spacing but no patient orientation", study.patient_id)
-    if ndim < 4:  # a 2D/3D input gets a 2D/3D output (the reader added length-1 axes)
-        data = data.reshape(data.shape[:max(ndim, 2)])
-    stored, slope, inter = _stored_values(np.ascontiguousarray(data), out_dtype, slope, inter)
-    new_affine = sr_affine(affine, scale)
-    img = nib.Nifti1Image(stored, new_affine, header)  # pixdim follows the new affine
-    img.set_data_dtype(stored.dtype)
-    img.set_qform(new_affine, code=codes[0])
-    img.set_sform(new_affine, code=codes[1])
-    if ndim == 4 and "nifti_header" not in study.meta:
-        zooms = list(img.header.get_zooms())
-        img.header.set_zooms(zooms[:3] + [_phase_ms(study)])
-    img.header.set_slope_inter(*((slope, inter) if (slope, inter) != (1.0, 0.0) else (np.nan, np.nan)))
-    img.header["descrip"] = f"{MARKER} {description} x{scale}".encode()[:79]
-    compress = path.name.lower().endswith(".gz")
-    log.info("writing %s (%.0f MB%s)", path, stored.nbytes / 1e6, ", compressing" if compress else "")
-    with atomic_file(path, suffix=".nii.gz" if compress else ".nii", replace=replace) as tmp:
-        if not compress:
-            nib.save(img, str(tmp))
-            return
-        raw = tmp.with_name(tmp.name[:-len(".gz")])  # the uncompressed file beside the temp, then gzip it
+    def __init__(self, study: Study, fh, shape: tuple[int, int, int, int], scale: int, dtype=None,
+                 description: str = "super-resolved"):
+        import nibabel as nib
+        from nibabel.arraywriters import get_slope_inter, make_array_writer
+
+        affine, header, ndim, codes, self.bottom_up, self.dtype, slope, inter = _nifti_layout(study, dtype)
+        s, t, h, w = shape
+        self.shape = shape
+        data_shape = ((w, h) if self.bottom_up else (h, w)) + (s, t)
+        if ndim < 4:  # a 2D/3D input gets a 2D/3D output (the reader added length-1 axes)
+            data_shape = data_shape[:max(ndim, 2)]
+        self.slope, self.inter = (slope, inter) if self.dtype.kind in "iu" else (1.0, 0.0)
+        new_affine = sr_affine(affine, scale)
+        img = nib.Nifti1Image(np.broadcast_to(np.zeros((), self.dtype), data_shape), new_affine, header)
+        img.set_data_dtype(self.dtype)
+        img.set_qform(new_affine, code=codes[0])
+        img.set_sform(new_affine, code=codes[1])
+        if ndim == 4 and "nifti_header" not in study.meta:
+            zooms = list(img.header.get_zooms())
+            img.header.set_zooms(zooms[:3] + [_phase_ms(study)])
+        img.header.set_slope_inter(*((self.slope, self.inter) if (self.slope, self.inter) != (1.0, 0.0)
+                                     else (np.nan, np.nan)))
+        img.header["descrip"] = f"{MARKER} {description} x{scale}".encode()[:79]
+        # the header as nib.save writes it (Nifti1Image.to_file_map), without the data
+        img.get_data_dtype(finalize=True)
+        img.update_header()
+        hdr = img.header
+        if np.isnan(hdr["scl_slope"]) and np.isnan(hdr["scl_inter"]):  # nibabel then fits its own (1, 0)
+            hdr.set_slope_inter(*get_slope_inter(make_array_writer(np.zeros(1, self.dtype), self.dtype,
+                                                                   hdr.has_data_slope, hdr.has_data_intercept)))
+        self.fh = fh
+        hdr.write_to(fh)
+        self.offset = int(hdr.get_data_offset())
+        fh.write(b"\0" * (self.offset - fh.tell()))
+        self.nbytes = self.offset + int(np.prod(data_shape)) * self.dtype.itemsize
+        self.images_written = 0
+
+    def write(self, start: int, images: np.ndarray) -> None:
+        """Images ``start, start + 1, ...`` in (slice, phase) order, (k, H, W) in intensity units."""
+        s, t, h, w = self.shape
+        stored = _stored_values(np.asarray(images), self.dtype, self.slope, self.inter)
+        self.images_written += len(stored)
+        for k, image in enumerate(stored):
+            slice_, phase = divmod(start + k, t)
+            block = image[::-1] if self.bottom_up else image.T  # x runs fastest in a NIfTI file
+            at = self.offset + (phase * s + slice_) * h * w * self.dtype.itemsize
+            os.pwrite(self.fh.fileno(), np.ascontiguousarray(block).tobytes(), at)
+
+
+def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, dtype=None,
+                description: str = "super-resolved", replace: bool = True, progress: bool = False) -> None:
+    """(S, T, H, W) -> NIfTI (:class:`NiftiWriter`), written atomically; float32 where the input's storage
+    cannot hold the values."""
+    for storage in (dtype, np.float32):
         try:
-            nib.save(img, str(raw))
-            _gzip(raw, tmp, f"compress {path.name}", progress)
-        finally:
-            raw.unlink(missing_ok=True)
+            with open_writer(study, pred_volume.shape, path, "nifti", scale, "", description, storage, progress,
+                             replace) as out:
+                out.write(0, pred_volume.reshape((-1,) + pred_volume.shape[-2:]))
+            return
+        except StorageOverflow as exc:
+            log.info("%s: the super-resolved %s; writing float32", path, exc)
 
 
 def _gzip(src: Path, dst: Path, desc: str, progress: bool) -> None:
@@ -327,41 +381,54 @@ def _gzip(src: Path, dst: Path, desc: str, progress: bool) -> None:
             bar.update(len(chunk))
 
 
-# the series written per input series: SeriesNumber offset, display window (None: the input's, "fit": the values')
-SERIES_KINDS = {"super-resolved": (1000, None), "SR uncertainty": (2000, "fit"), "SR uncertainty warning": (3000, "fit")}
+# the series written per input series: their SeriesNumber is the input's plus this offset
+SERIES_NUMBER_OFFSETS = {"super-resolved": 1000, "SR uncertainty": 2000, "SR uncertainty warning": 3000}
 IMPLEMENTATION_UID = "2.25.315318440297414187917617427542446370416"  # cardiac-sr's (a UUID-derived UID, PS3.5 B.2)
 
 
-def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scale: int, model_name: str,
-                       description: str = "super-resolved", progress: bool = True) -> None:
-    """One DICOM file per (slice, phase): pixels, size, spacing and position updated; new UIDs."""
-    import datetime
+class DicomWriter:
+    """One DICOM file per (slice, phase), written as its image comes: the header the reader kept, with
+    pixels, size, spacing and position updated, new UIDs, and what traces it to its input."""
 
-    from pydicom.dataset import Dataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    def __init__(self, study: Study, folder: Path, scale: int, model_name: str, description: str = "super-resolved",
+                 window: tuple[float, float] | None = None):
+        import datetime
 
-    from . import __version__
+        from pydicom.uid import generate_uid
 
-    headers = study.meta.get("dicom_headers")
-    if headers is None:
-        raise CardiacSRError("DICOM output needs a DICOM input (its tags are copied); write .nii.gz instead")
-    series_uid = generate_uid()
-    now = datetime.datetime.now()
-    number_offset, window = SERIES_KINDS.get(description, (1000, None))
-    if window == "fit":  # uncertainty/warning values have nothing to do with the input's display window
-        top = float(np.percentile(pred_volume, 99.5)) or float(pred_volume.max()) or 1.0
-        window = (top / 2, top)
-    s_count, t_count = headers.shape
-    for s, t in tqdm(list(np.ndindex(s_count, t_count)), desc=f"write DICOM {study.patient_id}", unit="file",
-                     mininterval=1, disable=not progress):
-        ds = copy.deepcopy(headers[s, t])  # the header the reader kept: the source is never re-read
+        self.headers = study.meta.get("dicom_headers")
+        if self.headers is None:
+            raise CardiacSRError("DICOM output needs a DICOM input (its tags are copied); write .nii.gz instead")
+        self.folder, self.scale, self.model_name, self.description = folder, scale, model_name, description
+        self.window = window  # (centre, width) in intensity units; None: the input's
+        self.series_uid = generate_uid()
+        self.now = datetime.datetime.now()
+        self.number_offset = SERIES_NUMBER_OFFSETS.get(description, 1000)
+        self.images_written = 0
+
+    def write(self, start: int, images: np.ndarray) -> None:
+        """Images ``start, start + 1, ...`` in (slice, phase) order, (k, H, W) in intensity units."""
+        t_count = self.headers.shape[1]
+        self.images_written += len(images)
+        for k, image in enumerate(images):
+            s, t = divmod(start + k, t_count)
+            self._write_one(s, t, image)
+
+    def _write_one(self, s: int, t: int, image: np.ndarray) -> None:
+        from pydicom.dataset import Dataset
+        from pydicom.uid import ExplicitVRLittleEndian
+
+        from . import __version__
+
+        ds = copy.deepcopy(self.headers[s, t])  # the header the reader kept: the source is never re-read
+        scale, description = self.scale, self.description
         source = Dataset()
         meta = getattr(ds, "file_meta", None)
         source.ReferencedSOPClassUID = ds.get("SOPClassUID") or getattr(meta, "MediaStorageSOPClassUID", "")
         source.ReferencedSOPInstanceUID = ds.get("SOPInstanceUID") or getattr(meta, "MediaStorageSOPInstanceUID", "")
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-        stored = (pred_volume[s, t] - intercept) / slope
+        stored = (image - intercept) / slope
         signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
         bits = int(getattr(ds, "BitsAllocated", 16))
         dtype = np.dtype(f"{'i' if signed else 'u'}{max(bits, 16) // 8}")
@@ -380,36 +447,95 @@ def write_dicom_series(pred_volume: np.ndarray, study: Study, folder: Path, scal
                 del ds[tag]
         # Rows, Columns, Bits*, Pixel Representation, Samples per Pixel, a new SOP Instance UID
         ds.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=bits_stored)
-        ds.SeriesInstanceUID = series_uid
+        ds.SeriesInstanceUID = self.series_uid
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         flavour = list(getattr(ds, "ImageType", []) or [])[2:] or ["OTHER"]  # value 3 is required for MR
         ds.ImageType = ["DERIVED", "SECONDARY", *flavour]
         old = str(getattr(ds, "SeriesDescription", "") or "").strip()
-        ds.SeriesDescription = (f"{old} {description} x{scale} (cardiac-sr {model_name})").strip()[:64]
-        ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + number_offset
-        ds.DerivationDescription = f"{description} x{scale} in-plane by cardiac-sr model {model_name}"[:1024]
+        ds.SeriesDescription = (f"{old} {description} x{scale} (cardiac-sr {self.model_name})").strip()[:64]
+        ds.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + self.number_offset
+        ds.DerivationDescription = f"{description} x{scale} in-plane by cardiac-sr model {self.model_name}"[:1024]
         ds.SourceImageSequence = [source]  # the input image this one was derived from
-        ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+        ds.ContentDate, ds.ContentTime = self.now.strftime("%Y%m%d"), self.now.strftime("%H%M%S")
         ds.SoftwareVersions = f"cardiac-sr {__version__}"
         ds.file_meta.ImplementationClassUID = IMPLEMENTATION_UID
         ds.file_meta.ImplementationVersionName = f"CARDIACSR_{__version__.replace('.', '')}"[:16]
-        if window is not None:
-            ds.WindowCenter, ds.WindowWidth = f"{window[0]:.6g}", f"{window[1]:.6g}"
-        ds.save_as(folder / series_file(s, t), enforce_file_format=True)
+        if self.window is not None:
+            ds.WindowCenter, ds.WindowWidth = f"{self.window[0]:.6g}", f"{self.window[1]:.6g}"
+        ds.save_as(self.folder / series_file(s, t), enforce_file_format=True)
+
+
+class NpyWriter:
+    """(S, T, H, W) images -> one marked .npy file (:func:`_npy_header`) in ``dtype``, streamed; a 2D or 3D
+    .npy input gets its own number of axes back."""
+
+    def __init__(self, study: Study, fh, shape: tuple[int, int, int, int], dtype=None):
+        self.dtype = np.dtype(dtype or np.float32)
+        ndim = study.meta.get("ndim")
+        out_shape = shape[-2:] if ndim == 2 else (shape[0] * shape[1],) + shape[-2:] if ndim == 3 else shape
+        self.fh, self.image_bytes = fh, shape[-2] * shape[-1] * self.dtype.itemsize
+        fh.write(_npy_header(self.dtype, out_shape))
+        self.offset = fh.tell()
+        self.nbytes = self.offset + int(np.prod(out_shape)) * self.dtype.itemsize
+        self.images_written = 0
+
+    def write(self, start: int, images: np.ndarray) -> None:
+        """Images ``start, start + 1, ...`` in (slice, phase) order, (k, H, W) in intensity units."""
+        self.images_written += len(images)
+        os.pwrite(self.fh.fileno(), _cast_like(np.asarray(images), self.dtype).tobytes(),
+                  self.offset + start * self.image_bytes)
+
+
+@contextmanager
+def open_writer(study: Study, shape: tuple[int, int, int, int], output: Path, fmt: str, scale: int,
+                model_name: str, description: str, dtype=None, progress: bool = True, overwrite: bool = True,
+                window: tuple[float, float] | None = None) -> Iterator:
+    """A writer of one output volume ``shape`` (S, T, H*scale, W*scale) of ``study`` in ``fmt``, whose
+    ``write(start, images)`` takes images in (slice, phase) order as they are predicted; the output appears
+    whole, atomically, when the block ends without an error (``overwrite=False``: an output that another run
+    wrote meanwhile is an error, never replaced).  ``dtype``: the output's (default: the input's storage for
+    NIfTI, float32 for .npy); ``window``: the DICOM display window (default: the input's)."""
+    if fmt == "dicom":
+        with atomic_dir(output, replace=overwrite) as tmp:
+            writer = DicomWriter(study, tmp, scale, model_name, description, window)
+            yield writer
+            _check_complete(writer, shape, output)
+        return
+    if fmt not in ("nifti", "npy"):
+        raise CardiacSRError(f"{output}: unknown output format {fmt!r}")
+    compress = fmt == "nifti" and output.name.lower().endswith(".gz")
+    suffix = ".npy" if fmt == "npy" else ".nii.gz" if compress else ".nii"
+    with atomic_file(output, suffix=suffix, replace=overwrite) as tmp:
+        raw = tmp.with_name(tmp.name[:-len(".gz")]) if compress else tmp  # gzipped from beside the temp
+        try:
+            with open(raw, "wb") as fh:
+                writer = NpyWriter(study, fh, shape, dtype) if fmt == "npy" else \
+                    NiftiWriter(study, fh, shape, scale, dtype, description)
+                log.info("writing %s (%.0f MB%s)", output, writer.nbytes / 1e6, ", compressed at the end" if compress else "")
+                yield writer
+                _check_complete(writer, shape, output)
+            if compress:
+                _gzip(raw, tmp, f"compress {output.name}", progress)
+        finally:
+            if compress:
+                raw.unlink(missing_ok=True)
+
+
+def _check_complete(writer, shape, output) -> None:
+    """An output missing images is a bug, never a file: the block's caller wrote fewer than the study has."""
+    if writer.images_written != shape[0] * shape[1]:
+        raise CardiacSRError(f"{output}: {writer.images_written} of {shape[0] * shape[1]} images were written; "
+                             "nothing was kept")
 
 
 def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, scale: int, model_name: str,
-                     description: str, dtype=None, progress: bool = True, overwrite: bool = True) -> None:
-    """Write one volume (S, T, H, W) to ``output`` atomically in ``fmt``; ``overwrite=False``: an output that
-    another run wrote meanwhile is an error, never replaced."""
+                     description: str, dtype=None, progress: bool = True, overwrite: bool = True,
+                     window: tuple[float, float] | None = None) -> None:
+    """Write one whole volume (S, T, H, W) to ``output`` atomically in ``fmt`` (:func:`open_writer`)."""
     if fmt == "nifti":
         write_nifti(volume, study, output, scale, dtype, description, replace=overwrite, progress=progress)
-    elif fmt == "npy":
-        arr = volume.reshape(volume.shape[-2:]) if study.meta.get("ndim") == 2 else volume
-        if study.meta.get("ndim") == 3:
-            arr = volume.reshape((-1,) + volume.shape[-2:])
-        save_npy(output, _cast_like(arr, dtype or np.float32), replace=overwrite)
-    else:
-        with atomic_dir(output, replace=overwrite) as tmp:
-            write_dicom_series(volume, study, tmp, scale, model_name, description, progress)
+        return
+    with open_writer(study, volume.shape, output, fmt, scale, model_name, description, dtype, progress, overwrite,
+                     window) as out:
+        out.write(0, volume.reshape((-1,) + volume.shape[-2:]))
