@@ -68,7 +68,8 @@ def fit_normalisation(volume: np.ndarray, percentile: float = 99.5, name: str = 
     if not np.all(np.isfinite(volume)):
         raise CardiacSRError(f"{name}: contains NaN or infinite intensities")
     offset = float(min(0.0, float(volume.min())))
-    scale = float(np.percentile(volume - offset, percentile))
+    # (volume - 0.0 is volume, bit for bit: no copy of a volume whose minimum is >= 0, as MR magnitudes are)
+    scale = float(np.percentile(volume - offset if offset else volume, percentile))
     if scale <= 0:
         raise CardiacSRError(f"{name}: image is blank (the {percentile}th intensity percentile is 0)")
     return Normalisation(offset, scale)

@@ -30,9 +30,19 @@ WRITE_FAULTS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk
                 errno.EROFS: "read-only file system", errno.EFBIG: "file too large for the file system"}
 
 
-def _fault(target: Path, exc: OSError, kept: bool) -> CardiacSRError:
-    was = "the previous version is kept" if kept else "nothing was written"
-    return CardiacSRError(f"{target}: cannot write it ({WRITE_FAULTS[exc.errno]}); {was}")
+@contextlib.contextmanager
+def _user_faults(target: Path, kept: bool, cleanup=None) -> Iterator[None]:
+    """Run the block; on any error run ``cleanup`` first, and turn an OSError the user can fix
+    (:data:`WRITE_FAULTS`) into one line naming ``target`` (``kept``: a previous version is still there)."""
+    try:
+        yield
+    except BaseException as exc:
+        if cleanup is not None:
+            cleanup()
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAULTS:
+            was = "the previous version is kept" if kept else "nothing was written"
+            raise CardiacSRError(f"{target}: cannot write it ({WRITE_FAULTS[exc.errno]}); {was}") from None
+        raise
 
 
 def check_writable(target: str | os.PathLike) -> None:
@@ -92,25 +102,13 @@ def atomic_dir(target: str | os.PathLike, replace: bool = True) -> Iterator[Path
     """
     target = Path(target)
     existed = target.exists() or target.is_symlink()
-    try:
+    with _user_faults(target, existed):
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_siblings(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700
-    except OSError as exc:
-        if exc.errno in WRITE_FAULTS:
-            raise _fault(target, exc, existed) from None
-        raise
-    try:
+    with _user_faults(target, existed, cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
         yield tmp
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in WRITE_FAULTS:
-            raise _fault(target, exc, existed) from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     old = None
     if target.exists() or target.is_symlink():
         if not replace:
@@ -134,27 +132,15 @@ def atomic_file(target: str | os.PathLike, suffix: str = "", replace: bool = Tru
     """
     target = Path(target)
     existed = target.exists() or target.is_symlink()
-    try:
+    with _user_faults(target, existed):
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_siblings(target)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=suffix, dir=target.parent)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
         os.close(fd)
-    except OSError as exc:
-        if exc.errno in WRITE_FAULTS:
-            raise _fault(target, exc, existed) from None
-        raise
     tmp = Path(name)
-    try:
+    with _user_faults(target, existed, cleanup=lambda: tmp.unlink(missing_ok=True)):
         yield tmp
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno in WRITE_FAULTS:
-            raise _fault(target, exc, existed) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if replace:
         os.replace(tmp, target)
         return

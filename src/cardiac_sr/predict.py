@@ -39,7 +39,7 @@ from .dataset import fit_normalisation
 from .errors import CardiacSRError
 from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
-from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
+from .inference import PIPELINE_SCALE, images_per_call, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
 from .names import PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
@@ -83,7 +83,7 @@ def available_memory() -> int | None:
 
 
 TF_OVERHEAD = 1.5 * 2**30  # TensorFlow, the model and its feature maps for one model call
-CHUNK_OUTPUT_PIXELS = 1 << 23  # output pixels predicted and written at a time: 8 images of 1024 x 1024
+CHUNK_OUTPUT_PIXELS = 1 << 22  # output pixels predicted and written at a time: 4 images of 1024 x 1024
 
 
 def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool) -> int:
@@ -109,11 +109,7 @@ def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, so
 def _chunk_images(h: int, w: int, scale: int, batch_size: int = 8, tile: int = 256) -> int:
     """Images per chunk: about :data:`CHUNK_OUTPUT_PIXELS` of output, a whole number of the model calls that
     :func:`super_resolve` makes, so a chunked study runs the same batches (the same numbers) as a whole one."""
-    from .inference import MAX_OUTPUT_PIXELS, TILE_OVERLAP, _tiles
-
-    window = max(r[1] - r[0] for r in _tiles(h, tile, TILE_OVERLAP)) * \
-        max(c[1] - c[0] for c in _tiles(w, tile, TILE_OVERLAP)) * scale * scale
-    per_call = max(1, min(batch_size, MAX_OUTPUT_PIXELS // window))  # as super_resolve bounds its batches
+    per_call = images_per_call(h, w, scale, batch_size, tile)
     return per_call * max(1, CHUNK_OUTPUT_PIXELS // (h * w * scale * scale * per_call))
 
 
