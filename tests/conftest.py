@@ -34,7 +34,7 @@ def sunnybrook() -> Path:
 
 @pytest.fixture(scope="session")
 def sunnybrook_studies(sunnybrook):
-    from cardiac_sr.readers import read_dicom
+    from cardiac_sr.dicom import read_dicom
 
     return {s.patient_id: s for s in read_dicom(sunnybrook)}
 

@@ -14,7 +14,7 @@ from cardiac_sr.models import build_generator
 from cardiac_sr.inference import load_model, self_ensemble, super_resolve
 from cardiac_sr.assess import assess
 from cardiac_sr.predict import UNCERTAINTY_THRESHOLD, export, predict
-from cardiac_sr.readers import read_dicom
+from cardiac_sr.dicom import read_dicom
 
 
 @pytest.fixture(scope="module")

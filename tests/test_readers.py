@@ -6,7 +6,8 @@ import pydicom
 import pytest
 
 from cardiac_sr.errors import CardiacSRError
-from cardiac_sr.readers import read_dicom, read_nifti, read_nifti_file
+from cardiac_sr.dicom import read_dicom
+from cardiac_sr.nifti import read_nifti, read_nifti_file
 
 
 def _copy_images(src, dst, n=None, rename=False):
@@ -125,7 +126,7 @@ def test_corrupt_dicom_among_good_is_skipped_with_warning_or_fails_strict(tmp_pa
 
 def test_scanning_reads_headers_only_and_loads_one_study_at_a_time(tmp_path, sunnybrook, monkeypatch):
     """prepare, external, predict and assess scan a collection first and read one study's pixels at a time."""
-    from cardiac_sr import readers
+    from cardiac_sr import dicom, readers
 
     _copy_images(sunnybrook / "SCD0000101", tmp_path / "root" / "A", n=6)
     _copy_images(sunnybrook / "SCD0000101", tmp_path / "root" / "B", n=4)
@@ -134,9 +135,9 @@ def test_scanning_reads_headers_only_and_loads_one_study_at_a_time(tmp_path, sun
         ds.PatientID = "B"
         ds.save_as(f)
     pixel_reads = []
-    real = readers._read_one_dicom
-    monkeypatch.setattr(readers, "_read_one_dicom", lambda f: pixel_reads.append(f) or real(f))
-    scanned = readers.scan_dicom(tmp_path / "root")
+    real = dicom._read_one_dicom
+    monkeypatch.setattr(dicom, "_read_one_dicom", lambda f: pixel_reads.append(f) or real(f))
+    scanned = dicom.scan_dicom(tmp_path / "root")
     ids = [pid for pid, _ in scanned]
     assert len(ids) == 2 and "B" in ids and pixel_reads == []  # headers only
     first = scanned[0][1]()

@@ -83,7 +83,7 @@ def test_streamed_nifti_and_npy_files_hold_what_nibabel_and_numpy_write(net, tmp
 
 
 def _study_of(path):
-    from cardiac_sr.readers import read_nifti_file
+    from cardiac_sr.nifti import read_nifti_file
 
     return read_nifti_file(path)
 

@@ -15,7 +15,8 @@ import pytest
 
 from cardiac_sr.cli import main
 from cardiac_sr.predict import predict
-from cardiac_sr.readers import read_dicom, read_nifti_file
+from cardiac_sr.dicom import read_dicom
+from cardiac_sr.nifti import read_nifti_file
 from cardiac_sr.writers import MARKER
 
 SCALE = 4

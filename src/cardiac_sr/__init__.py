@@ -5,9 +5,13 @@ Modules:
     fileio      atomic writes: nothing half-written survives an interruption
     params      params.yaml loading with clear errors for missing keys
     phantom     the embedded default dataset: a synthetic cine bSSFP phantom
-    readers     DICOM and NIfTI cine studies (+ Sunnybrook contours)
+    readers     any input -> studies: picks dicom (DICOM series + Sunnybrook contours) or nifti
+                (NIfTI volumes, ACDC/M&Ms layouts and labels); inputs: paths and format sniffing
+    writers     super-resolved volumes as NIfTI, DICOM or .npy, streamed image by image
     prepare     studies -> normalised float32 slice dataset split by patient
     degrade     HR slices -> LR inputs (+ the bicubic baseline)
+    inference   the one way a model runs over images (batches, tiles, self-ensemble)
+    predict     ``cardiac-sr predict``: a user's scan, predicted and written a chunk at a time
     cli         the ``cardiac-sr`` command line
 
 ``import cardiac_sr`` is enough for plain ``keras.saving.load_model`` to read our

@@ -55,7 +55,9 @@ def _bars() -> bool:
 
 
 def cmd_inspect(args) -> int:
-    from .readers import detect_format, read_dicom, read_nifti
+    from .dicom import read_dicom
+    from .nifti import read_nifti
+    from .readers import detect_format
 
     fmt = args.format or detect_format(args.path)
     if fmt == "npy":

@@ -39,7 +39,7 @@ def phantom_vs_real(real_root: str | Path, out: str | Path, seed: int = 0, n_pha
 
     from .phantom import PhantomConfig, PhantomGenerator
     from .dataset import fit_normalisation
-    from .readers import read_dicom
+    from .dicom import read_dicom
 
     real = read_dicom(real_root)
     gen = PhantomGenerator(PhantomConfig(), seed=seed)
