@@ -82,7 +82,8 @@ def available_memory() -> int | None:
     return min(limits) if limits else None
 
 
-TF_OVERHEAD = 1.5 * 2**30  # TensorFlow, the model and its feature maps for one model call
+TF_OVERHEAD = 1.6 * 2**30  # TensorFlow, the model and its feature maps for one model call (measured peak, 1 Mpixel out)
+SECONDS_PER_MPIXEL = 0.72  # mse-NN on the 2-core reference machine, per million output pixels (benchmarks/predict_throughput.py)
 CHUNK_OUTPUT_PIXELS = 1 << 22  # output pixels predicted and written at a time: 4 images of 1024 x 1024
 
 
@@ -97,13 +98,20 @@ def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool) -
 
 
 def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source) -> None:
-    """Refuse, before the work, a study whose prediction would not fit in memory (instead of an OOM kill)."""
+    """Say what the study needs (memory, and time at the reference machine's speed) before the work, and refuse
+    one whose prediction would not fit in memory (instead of an OOM kill)."""
     need, have = memory_needed(study, scale, uncertainty, ensemble), available_memory()
+    s, t, h, w = study.image.shape
     if have is not None and need > have:
-        s, t, h, w = study.image.shape
         raise CardiacSRError(f"{source}: super-resolving patient {study.patient_id} ({s} slices x {t} phases of "
                              f"{h} x {w}) needs about {need / 2**30:.1f} GiB of memory and {have / 2**30:.1f} GiB "
                              "are available; give it fewer slices or phases at a time (e.g. one NIfTI per phase)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    seconds = s * t * h * w * scale * scale / 1e6 * SECONDS_PER_MPIXEL * (8 if uncertainty or ensemble else 1) * \
+        2 / max(1, min(cores, 16))
+    log.info("patient %s: %d images of %d x %d -> %d x %d; about %.1f GiB of memory and %s on %d cores (the "
+             "reference machine's speed)", study.patient_id, s * t, h, w, h * scale, w * scale, need / 2**30,
+             f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s", cores)
 
 
 def _chunk_images(h: int, w: int, scale: int, batch_size: int = 8, tile: int = 256) -> int:
