@@ -189,15 +189,24 @@ def test_int16_nifti_with_a_tiny_slope_keeps_its_precision(nearest, tmp_path):
     np.testing.assert_allclose(got[1::SCALE, 1::SCALE][inside], src[inside], atol=8 * slope)  # was 0.5 (rounded)
 
 
-def test_values_the_input_storage_cannot_hold_are_written_as_float(nearest, tmp_path):
+def test_values_the_input_storage_cannot_hold_are_written_as_float(tmp_path):
+    """Bicubic (an untrained generator) overshoots a uint8 step past 255: the study is predicted again and
+    written as float32, every value as predicted, none clipped."""
+    from cardiac_sr.inference import load_model
+    from cardiac_sr.models import build_generator
+    from cardiac_sr.predict import predict_study
+
+    build_generator("NN", filters=8, res_blocks=1).save(tmp_path / "bicubic.keras")
     values = np.zeros((16, 16, 1), np.uint8)
     values[4:12, 4:12] = 255
-    values[8, 8] = 0  # a dip: the restored highlight overshoots 255 around it
     nib.save(nib.Nifti1Image(values, np.eye(4)), tmp_path / "u8.nii")
-    predict(tmp_path / "u8.nii", tmp_path / "sr.nii", nearest, progress=False)
+    expected = predict_study(load_model(tmp_path / "bicubic.keras"), read_nifti_file(tmp_path / "u8.nii"), SCALE,
+                             progress=False).sr
+    assert expected.max() > 255  # the case under test happens
+    predict(tmp_path / "u8.nii", tmp_path / "sr.nii", tmp_path / "bicubic.keras", progress=False)
     out = nib.load(tmp_path / "sr.nii")
-    data = np.asarray(out.dataobj)
-    assert out.get_data_dtype() == (np.float32 if data.max() > 255 else np.uint8)
+    assert out.get_data_dtype() == np.float32
+    assert np.array_equal(np.asarray(out.dataobj), np.transpose(expected, (2, 3, 0, 1))[..., 0])
 
 
 def test_overwrite_replaces_only_our_own_files_and_never_the_input(nearest, tmp_path, capsys):
