@@ -104,7 +104,7 @@ def main() -> int:
 
     slices, phases, size = STUDIES[args.study]
     peak = matmul_gflops()
-    flops = conv_flops(load_model(args.model), size) * (8 if args.self_ensemble else 1)
+    flops = conv_flops(load_model(args.model)[0], size) * (8 if args.self_ensemble else 1)
     n = slices * phases
     print(f"machine: {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; dense float32 matmul "
           f"{peak:.0f} GFLOP/s; model {args.model}: {flops / 1e9:.0f} GFLOP per {size} x {size} image"

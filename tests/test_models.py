@@ -99,17 +99,19 @@ def test_save_and_safe_load_round_trip(tmp_path):
 def test_two_saves_of_the_same_weights_are_byte_identical(tmp_path):
     import time
 
-    from cardiac_sr.models import load_generator, read_model_card, save_generator
+    from cardiac_sr.card import Card, read_card, read_raw_card
+    from cardiac_sr.models import load_generator, save_generator
+    from cardiac_sr.params import Degrade
 
     model = build_generator("NN", filters=8, res_blocks=1)
     twin = build_generator("NN", filters=8, res_blocks=1)  # the same weights in other Python objects
     twin.set_weights(model.get_weights())
-    card = {"model": "mse-NN", "scale": 4}
+    card = Card("mse-NN", 4, 99.5, Degrade.of({"method": "blur_bicubic", "scale": 4}, "degrade"), None)
     save_generator(model, tmp_path / "a.keras", card)
     time.sleep(2.1)  # a zip entry's date has two-second steps: a clock in the bytes would show
     save_generator(twin, tmp_path / "b.keras", card)
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
     again = load_generator(tmp_path / "b.keras")
-    assert read_model_card(tmp_path / "b.keras") == card
+    assert read_raw_card(tmp_path / "b.keras") == card.to_json() and read_card(tmp_path / "b.keras", 4) == card
     x = np.random.default_rng(0).random((1, 12, 12, 1)).astype(np.float32)
     np.testing.assert_array_equal(again.predict_on_batch(x), model.predict_on_batch(x))

@@ -40,7 +40,7 @@ def models(tmp_path_factory, tiny_data):
     params = {"degrade": dict(TINY_DEGRADE), "train": dict(TINY_TRAIN, epochs=2, steps_per_epoch=5)}
     train_model("mse-TS", params, *tiny_data, model_path=root / "tiny.keras", live_dir=root / "live",
                 summary_path=root / "summary.json", scratch_dir=root / "scratch")
-    assert np.abs(load_model(root / "tiny.keras").get_layer("output_conv").kernel.numpy()).max() > 0
+    assert np.abs(load_model(root / "tiny.keras")[0].get_layer("output_conv").kernel.numpy()).max() > 0
     return root
 
 
@@ -121,7 +121,7 @@ def test_untrained_model_has_no_uncertainty(models, tmp_path):
 
 
 def test_tiles_equal_whole_image(models):
-    model = load_model(models / "tiny.keras")
+    model = load_model(models / "tiny.keras")[0]
     x = np.random.default_rng(2).random((3, 70, 50)).astype(np.float32)
     whole = super_resolve(model, x, 4, progress=False)
     tiled = super_resolve(model, x, 4, tile=40, overlap=16, progress=False)
@@ -129,7 +129,7 @@ def test_tiles_equal_whole_image(models):
 
 
 def test_self_ensemble_is_the_mean_of_the_eight_turned_back_outputs(models):
-    model = load_model(models / "tiny.keras")
+    model = load_model(models / "tiny.keras")[0]
     x = np.random.default_rng(3).random((2, 20, 12)).astype(np.float32)
     plain, mean, std = self_ensemble(model, x, 4, progress=False)
     outs = []
@@ -184,7 +184,7 @@ def test_assess_on_real_data(subset, models, capsys):
 
 @pytest.mark.parametrize("fmt", ["savedmodel", "onnx"])
 def test_export_matches_keras(models, tmp_path, fmt):
-    model = load_model(models / "tiny.keras")
+    model = load_model(models / "tiny.keras")[0]
     x = np.random.default_rng(3).random((2, 24, 20, 1)).astype(np.float32)
     ref = model.predict_on_batch(x)
     out = export(models / "tiny.keras", tmp_path / ("m.onnx" if fmt == "onnx" else "m_savedmodel"), fmt)
@@ -265,7 +265,7 @@ def test_tile_and_batch_size_are_checked_before_any_work(subset, models, tmp_pat
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
     with pytest.raises(CardiacSRError, match="tile 32 must be larger than twice the overlap"):
-        super_resolve(load_model(model), np.zeros((1, 64, 64), np.float32), 4, tile=32, overlap=16, progress=False)
+        super_resolve(load_model(model)[0], np.zeros((1, 64, 64), np.float32), 4, tile=32, overlap=16, progress=False)
     assert not (tmp_path / "o.nii.gz").exists()
 
 
@@ -362,7 +362,7 @@ def test_preview_gif_shows_the_middle_slice_over_all_phases(subset, models, tmp_
 def test_assess_uses_the_preprocessing_the_model_was_trained_with(subset, tiny_data, tmp_path, caplog):
     """A model trained with prepare.percentile 99 and degrade.method kspace is assessed that way, no flags."""
     from conftest import TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
-    from cardiac_sr.models import read_model_card
+    from cardiac_sr.card import read_raw_card
     from cardiac_sr.train import train_model
 
     params = {"prepare": dict(TINY_PREPARE, percentile=99.0),
@@ -370,7 +370,7 @@ def test_assess_uses_the_preprocessing_the_model_was_trained_with(subset, tiny_d
     model = tmp_path / "k.keras"
     train_model("mse-NN", params, *tiny_data, model_path=model, live_dir=tmp_path / "live",
                 summary_path=tmp_path / "s.json", scratch_dir=tmp_path / "scratch")
-    card = read_model_card(model)
+    card = read_raw_card(model)
     assert card["normalisation"]["percentile"] == 99.0 and card["degradation"]["method"] == "kspace"
     assert card["scale"] == 4 and card["training_data"]["source"] == "phantom"
     result = assess(subset, model, progress=False)
@@ -443,7 +443,7 @@ def test_a_model_of_another_scale_is_said_in_the_log(tmp_path, caplog):
     assert main(["predict", str(tmp_path / "grey.npy"), "-o", str(tmp_path / "o.npy"),
                  "--model", str(tmp_path / "x2.keras")]) == 0
     assert np.load(tmp_path / "o.npy").shape == (2, 32, 32)
-    assert any(r.levelname == "WARNING" and "up-scales x2, not x4" in r.message for r in caplog.records)
+    assert any("up-scales x2" in r.getMessage() for r in caplog.records)
 
 
 def test_super_resolve_keeps_one_copy_of_a_replicated_batch():
@@ -468,7 +468,7 @@ def test_a_study_too_large_for_the_memory_is_refused_with_the_estimate(models, t
     assert main(["predict", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
                  "--model", str(models / "untrained.keras")]) == 2
     err = capsys.readouterr().err
-    assert "(3 slices x 4 phases of 32 x 32) needs about 1.5 GiB of memory and 1.0 GiB are available" in err
+    assert "(3 slices x 4 phases of 32 x 32) needs about 1.6 GiB of memory and 1.0 GiB are available" in err
     assert err.count("\n") == 1 and not (tmp_path / "y.npy").exists()
 
 

@@ -68,7 +68,7 @@ def test_streamed_nifti_and_npy_files_hold_what_nibabel_and_numpy_write(net, tmp
     affine = np.array([[0, -1.2, 0, 10], [1.1, 0, 0, -5], [0, 0, 8, 3], [0, 0, 0, 1.0]])
     nib.save(nib.Nifti1Image(data, affine), tmp_path / "in.nii.gz")
     np.save(tmp_path / "in.npy", np.transpose(data, (2, 3, 0, 1)).astype(np.float32))
-    model = load_model(net)  # as predict loads it
+    model = load_model(net)[0]  # as predict loads it
     expected = predict_study(model, _study_of(tmp_path / "in.nii.gz"), 4, progress=False).sr  # (S, T, H, W)
     _images_per_chunk(monkeypatch, 20, 16, 3)
     predict(tmp_path / "in.nii.gz", tmp_path / "out.nii", net, progress=False)

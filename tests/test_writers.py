@@ -200,7 +200,7 @@ def test_values_the_input_storage_cannot_hold_are_written_as_float(tmp_path):
     values = np.zeros((16, 16, 1), np.uint8)
     values[4:12, 4:12] = 255
     nib.save(nib.Nifti1Image(values, np.eye(4)), tmp_path / "u8.nii")
-    expected = predict_study(load_model(tmp_path / "bicubic.keras"), read_nifti_file(tmp_path / "u8.nii"), SCALE,
+    expected = predict_study(load_model(tmp_path / "bicubic.keras")[0], read_nifti_file(tmp_path / "u8.nii"), SCALE,
                              progress=False).sr
     assert expected.max() > 255  # the case under test happens
     predict(tmp_path / "u8.nii", tmp_path / "sr.nii", tmp_path / "bicubic.keras", progress=False)

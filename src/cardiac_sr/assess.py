@@ -9,6 +9,7 @@ temporal PSNR of consecutive phases and the detail agreement (``detail r``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -16,9 +17,10 @@ import numpy as np
 from .dataset import fit_normalisation
 from .degradation import degrade_image, upsample_bicubic
 from .errors import CardiacSRError
-from .inference import PIPELINE_SCALE, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
+from .inference import load_model, self_ensemble, super_resolve
 from .metrics import detail_agreement, detail_sums, image_scores, roi_box, temporal_psnr
 from .names import PREDICT_MODEL
+from .params import Degrade
 from .readers import scan_input
 
 log = logging.getLogger(__name__)
@@ -35,19 +37,21 @@ def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scal
     override them, with a warning when they differ.  ``ensemble``: score the mean of the 8-fold
     self-ensemble (:func:`cardiac_sr.inference.self_ensemble`) instead of the plain prediction.
     """
-    model = load_model(model_path)
-    scale = scale or model_scale(model, expected=PIPELINE_SCALE)
-    own = model_preprocessing(model_path, scale)
-    params = dict(own["degradation"])
-    if float(params.pop("noise_sigma", 0) or 0) > 0:
+    model, card = load_model(model_path)
+    if scale is not None and scale != card.scale:
+        raise CardiacSRError(f"{model_path}: up-scales x{card.scale}, not x{scale}")
+    scale = card.scale
+    params = card.degradation
+    if params.noise_sigma > 0:
         log.warning("assess: the model was trained with LR noise; assess degrades without noise")
+        params = dataclasses.replace(params, noise_sigma=0.0)
     for key, value in (("method", method), ("blur_sigma", blur_sigma)):
-        if value is not None and value != params[key]:
-            log.warning("assess: degradation %s %r overrides the model's own %r", key, value, params[key])
-            params[key] = value
-    if percentile is not None and percentile != own["percentile"]:
-        log.warning("assess: percentile %r overrides the model's own %r", percentile, own["percentile"])
-    percentile = own["percentile"] if percentile is None else percentile
+        if value is not None and value != getattr(params, key):
+            log.warning("assess: degradation %s %r overrides the model's own %r", key, value, getattr(params, key))
+            params = Degrade.of({**dataclasses.asdict(params), key: value}, "degradation", source="assess")
+    if percentile is not None and percentile != card.percentile:
+        log.warning("assess: percentile %r overrides the model's own %r", percentile, card.percentile)
+    percentile = card.percentile if percentile is None else percentile
     in_fmt, scanned = scan_input(input_path, strict=False)  # one study in memory at a time
     rows = []
     for st in (load() for _, load in scanned):
@@ -95,7 +99,8 @@ def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scal
     overall["detail_corr"], overall["detail_scale"] = detail_agreement(sum(r["_detail"] for r in rows))
     for r in rows:
         del r["_per_image"], r["_detail"]
-    return {"model": str(model_path), "self_ensemble": ensemble, "degradation": params, "percentile": percentile, "input_format": in_fmt,
+    return {"model": str(model_path), "self_ensemble": ensemble, "degradation": {k: getattr(params, k) for k in ("method", "blur_sigma", "window", "scale")},
+            "percentile": percentile, "input_format": in_fmt,
             "patients": rows, "overall": overall}
 
 

@@ -98,7 +98,7 @@ def cmd_compare(args) -> int:
 def cmd_predict(args) -> int:
     import time
 
-    from .models import read_model_card
+    from .card import read_raw_card
     from .predict import predict
 
     t0 = time.time()
@@ -106,7 +106,7 @@ def cmd_predict(args) -> int:
                       uncertainty=args.uncertainty, batch_size=args.batch_size, tile=args.tile,
                       preview=args.preview, ensemble=args.self_ensemble, progress=_bars())
     if args.json:
-        card = read_model_card(args.model) or {}
+        card = read_raw_card(args.model) or {}
         print(json.dumps({"input": args.input, "written": [str(p) for p in written], "model": args.model,
                           "model_name": card.get("model"), "self_ensemble": args.self_ensemble,
                           "seconds": round(time.time() - t0, 1)}, indent=2))

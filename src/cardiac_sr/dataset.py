@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import CardiacSRError
-from .names import EXTERNAL
+from .names import DEFAULT_PERCENTILE, EXTERNAL
 from .params import check_percentile
 from .study import Study
 
@@ -62,7 +62,7 @@ class Normalisation:
         return x01 * self.scale + self.offset
 
 
-def fit_normalisation(volume: np.ndarray, percentile: float = 99.5, name: str = "volume") -> Normalisation:
+def fit_normalisation(volume: np.ndarray, percentile: float = DEFAULT_PERCENTILE, name: str = "volume") -> Normalisation:
     """Per-volume normalisation: offset = min(0, min), scale = percentile of (volume - offset)."""
     percentile = check_percentile(percentile, source=name)
     if not np.all(np.isfinite(volume)):

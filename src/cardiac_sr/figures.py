@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_file
+from .names import DEFAULT_PERCENTILE
 from .study import Study
 
 
@@ -140,7 +141,8 @@ def write_cine_gif(columns: list[tuple[str, np.ndarray]], path: str | Path, zoom
 PREVIEW_PX = 256  # output pixels a side of the preview's centre window
 
 
-def write_preview(study: Study, sr_middle: np.ndarray, scale: int, path: Path, percentile: float = 99.5) -> Path:
+def write_preview(study: Study, sr_middle: np.ndarray, scale: int, path: Path,
+                  percentile: float = DEFAULT_PERCENTILE) -> Path:
     """Animated GIF of the middle slice over all phases: the input (pixels enlarged x``scale``) next to the
     super-resolved image ``sr_middle`` (phases, H, W) of slice ``n_slices // 2``, the central ``PREVIEW_PX``
     output pixels, in the study's normalised window."""

@@ -31,9 +31,11 @@ MIN_TILE = 2 * TILE_OVERLAP + 8  # a tile must keep more than its overlap, or ti
 
 
 def load_model(path: str | os.PathLike = DEFAULT_MODEL):
-    """Load a trained ``.keras`` generator in safe mode, with clear errors."""
+    """A trained ``.keras`` generator, loaded in safe mode and checked (:func:`_check_contract`), and its
+    :class:`~cardiac_sr.card.Card` (scale, normalisation, degradation); errors are one line."""
     import zipfile
 
+    from .card import read_card
     from .models import load_generator
 
     path = Path(path)
@@ -52,13 +54,14 @@ def load_model(path: str | os.PathLike = DEFAULT_MODEL):
     except Exception as exc:
         raise CardiacSRError(f"{path}: cannot be loaded as a Keras model in safe mode "
                              f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    _check_contract(model, path)
-    return model
+    card = read_card(path, measured_scale=_check_contract(model, path))
+    log.info("model %s (%s) up-scales x%d", path, card.name, card.scale)
+    return model, card
 
 
-def _check_contract(model, path: Path) -> None:
+def _check_contract(model, path: Path) -> int:
     """What every caller relies on: one single-channel image in and out, any size in, an integer up-scaling
-    >= 2 out, finite values; anything else is one line naming the model file."""
+    >= 2 out, finite values; anything else is one line naming the model file.  Returns the up-scaling."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise CardiacSRError(f"{path}: has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); a "
                              "super-resolution model has one of each")
@@ -86,22 +89,7 @@ def _check_contract(model, path: Path) -> None:
         shown = ", ".join(f"{h} x {w} -> {shape[1]} x {shape[2]}" for h, w, shape in sizes)
         raise CardiacSRError(f"{path}: is not an up-scaling model ({shown}); cardiac-sr needs an output of an "
                              "integer factor >= 2 times the input size")
-
-
-PIPELINE_SCALE = 4  # the factor of the pipeline's default models (params.yaml degrade.scale)
-
-
-def model_scale(model, expected: int | None = None) -> int:
-    """The model's up-scaling factor, measured on a small input; said in the log, with a warning when it
-    is not ``expected`` (a model trained with another ``degrade.scale`` changes the output size)."""
-    y = model.predict_on_batch(np.zeros((1, 8, 8, 1), np.float32))
-    scale = int(y.shape[1] // 8)
-    if expected is not None and scale != expected:
-        log.warning("model %s up-scales x%d, not x%d as the pipeline's default models: the output is x%d",
-                    model.name, scale, expected, scale)
-    else:
-        log.info("model %s up-scales x%d", model.name, scale)
-    return scale
+    return int(next(iter(scales))[0])
 
 
 def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -192,18 +180,3 @@ def self_ensemble(model, images, scale, **kw) -> tuple[np.ndarray, np.ndarray, n
     mean = total / 8
     std = np.sqrt(np.maximum(squares / 8 - mean * mean, 0.0))
     return plain, mean.astype(np.float32), std.astype(np.float32)
-
-
-def model_preprocessing(path, scale: int) -> dict:
-    """The normalisation and degradation a model was trained with, from its card
-    (:func:`cardiac_sr.models.read_model_card`); a model without a card gets the pipeline's defaults
-    and a warning."""
-    from .models import CARD_DEFAULTS, read_model_card
-
-    card = read_model_card(path)
-    if card is None:
-        log.warning("%s carries no preprocessing card (a model saved before cards, or not by the train stage): "
-                    "assuming the defaults, 99.5th-percentile normalisation and blur_bicubic sigma 1.0", path)
-        card = CARD_DEFAULTS
-    return {"percentile": float(card["normalisation"]["percentile"]),
-            "degradation": {**CARD_DEFAULTS["degradation"], **card["degradation"], "scale": scale}}

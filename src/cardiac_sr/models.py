@@ -38,6 +38,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from .card import MODEL_CARD, Card
 from .names import UP_INITS, UPSAMPLINGS
 
 
@@ -233,22 +234,15 @@ def load_generator(path) -> keras.Model:
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
-# ----------------------------------------------------------------------------- the model card
-# What inference needs besides the weights travels inside the .keras file (a zip archive) as one
-# extra JSON member, which Keras' loader ignores: the scale, the normalisation percentile, the
-# degradation the model was trained for, and where its training data came from.
-MODEL_CARD = "cardiac_sr.json"
-CARD_DEFAULTS = {"normalisation": {"percentile": 99.5},
-                 "degradation": {"method": "blur_bicubic", "blur_sigma": 1.0, "window": "none"}}
-
-
+# ----------------------------------------------------------------------------- saving
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry: no clock in the bytes
 
 
-def save_generator(model, path, card: dict) -> None:
-    """Save ``model`` as a ``.keras`` file at ``path`` with ``card`` inside, byte for byte the same for the
-    same weights: Keras' own archive is rewritten with fixed entry dates, its ``date_saved`` left out and
-    the card added last (so ``dvc.lock``'s md5 of a model is a fact anyone can check)."""
+def save_generator(model, path, card: Card) -> None:
+    """Save ``model`` as a ``.keras`` file at ``path`` with its ``card`` inside (:mod:`cardiac_sr.card`), byte
+    for byte the same for the same weights: Keras' own archive is rewritten with fixed entry dates, its
+    ``date_saved`` left out and the card added last (so ``dvc.lock``'s md5 of a model is a fact anyone can
+    check)."""
     import json
     import re
     import zipfile
@@ -257,7 +251,7 @@ def save_generator(model, path, card: dict) -> None:
     with zipfile.ZipFile(path) as zf:
         members = [(info.filename, zf.read(info)) for info in zf.infolist()]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in members + [(MODEL_CARD, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())]:
+        for name, data in members + [(MODEL_CARD, (json.dumps(card.to_json(), indent=2, sort_keys=True) + "\n").encode())]:
             if name == "metadata.json":
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
@@ -270,17 +264,3 @@ def save_generator(model, path, card: dict) -> None:
             info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
-
-
-def read_model_card(path) -> dict | None:
-    """The card of a ``.keras`` file, or None for a model saved without one."""
-    import json
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            if MODEL_CARD not in zf.namelist():
-                return None
-            return json.loads(zf.read(MODEL_CARD))
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return None

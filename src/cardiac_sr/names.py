@@ -23,6 +23,8 @@ SOURCES = ("phantom", "dicom", "nifti")
 DEGRADATIONS = ("blur_bicubic", "kspace")
 WINDOWS = ("none", "hann", "tukey")  # k-space apodisation (degrade.window)
 OPTIMIZERS = ("adam",)
+DEFAULT_PERCENTILE = 99.5  # intensity percentile -> 1 (params.yaml prepare.percentile; assumed for a card-less model)
+DEFAULT_DEGRADATION = {"method": "blur_bicubic", "blur_sigma": 1.0}  # the seed's, assumed for a card-less model
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # train.strategy (auto: MirroredStrategy when > 1 GPU)
 UP_INITS = ("bilinear", "glorot_uniform")  # train.up_init: the TS kernels' start
 

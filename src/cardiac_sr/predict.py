@@ -23,6 +23,7 @@ the volume's 99.5th-percentile intensity).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -39,8 +40,8 @@ from .dataset import fit_normalisation
 from .errors import CardiacSRError
 from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
-from .inference import PIPELINE_SCALE, images_per_call, load_model, model_preprocessing, model_scale, self_ensemble, super_resolve
-from .names import PREDICT_MODEL
+from .inference import images_per_call, load_model, self_ensemble, super_resolve
+from .names import DEFAULT_PERCENTILE, PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
 from .study import Study
@@ -167,7 +168,7 @@ class Prediction:
     scale: int
 
 
-def predict_study(model, study: Study, scale: int, percentile: float = 99.5, uncertainty: bool = False,
+def predict_study(model, study: Study, scale: int, percentile: float = DEFAULT_PERCENTILE, uncertainty: bool = False,
                   batch_size: int = 8, tile: int = 256, progress: bool = True, ensemble: bool = False) -> Prediction:
     """The whole super-resolved study in memory (:func:`predict_chunks` put together; ``predict`` streams)."""
     s, t, h, w = study.image.shape
@@ -280,22 +281,13 @@ def _write_study(model, study: Study, scale: int, percentile: float, fmt: str, t
     raise AssertionError("unreachable")
 
 
-def model_name(model_path) -> str:
-    """The name on the model's card (e.g. ``perceptual-NN`` for ``models/selected.keras``), else the file's."""
-    from .models import read_model_card
-
-    return str((read_model_card(model_path) or {}).get("model") or Path(model_path).stem)
-
-
 def _model(model_path, percentile: float | None):
-    """The model, its scale, the normalisation percentile it was trained with (unless given) and its name."""
-    model = load_model(model_path)
-    scale = model_scale(model, expected=PIPELINE_SCALE)
-    if percentile is None:
-        percentile = model_preprocessing(model_path, scale)["percentile"]
-    name = model_name(model_path)
-    log.info("using model %s (%s, x%d, %g percentile normalisation)", model_path, name, scale, percentile)
-    return model, scale, percentile, name
+    """The model, its scale, the normalisation percentile it was trained with (unless given) and its name,
+    from its card (:class:`cardiac_sr.card.Card`)."""
+    model, card = load_model(model_path)
+    percentile = card.percentile if percentile is None else percentile
+    log.info("using model %s (%s, x%d, %g percentile normalisation)", model_path, card.name, card.scale, percentile)
+    return model, card.scale, percentile, card.name
 
 
 def _studies(scanned, scale, uncertainty, ensemble, source):
@@ -341,7 +333,7 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
 def export(model_path, output, fmt: str = "savedmodel", overwrite: bool = False) -> Path:
     """Export a trained generator for serving: TensorFlow SavedModel or ONNX (atomically)."""
     output = check_output(output, overwrite, fmt, (model_path,))
-    model = load_model(model_path)
+    model, card = load_model(model_path)
     if fmt == "savedmodel":
         with atomic_dir(output) as tmp:
             shutil.rmtree(tmp)
@@ -353,15 +345,13 @@ def export(model_path, output, fmt: str = "savedmodel", overwrite: bool = False)
         import onnx
 
         spec = (tf.TensorSpec((None, None, None, 1), tf.float32, name="lr"),)
-        scale = model_scale(model)
-        prep = model_preprocessing(model_path, scale)
         with atomic_file(output, suffix=".onnx") as tmp:
             tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(tmp))
             onnx_model = onnx.load(str(tmp))
             onnx.helper.set_model_props(onnx_model, {  # what an ONNX Runtime user needs to feed it right
-                "cardiac_sr.model": model_name(model_path), "cardiac_sr.scale": str(scale),
-                "cardiac_sr.normalisation_percentile": str(prep["percentile"]),
-                "cardiac_sr.degradation": json.dumps(prep["degradation"], sort_keys=True),
+                "cardiac_sr.model": card.name, "cardiac_sr.scale": str(card.scale),
+                "cardiac_sr.normalisation_percentile": str(card.percentile),
+                "cardiac_sr.degradation": json.dumps(dataclasses.asdict(card.degradation), sort_keys=True),
                 "cardiac_sr.input": "LR images (batch, h, w, 1) in [0, 1], each volume divided by its percentile"})
             onnx.save(onnx_model, str(tmp))
     else:

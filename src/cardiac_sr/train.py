@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .card import Card
 from .dataset import load_pairs
 from .distributed import fit_multiworker, worker_task
 from .errors import CardiacSRError, Interrupted
 from .fileio import atomic_file, write_json
-from .names import split_model_name, timings_file
+from .names import DEFAULT_PERCENTILE, split_model_name, timings_file
 from .params import Train, section, train_section
 
 log = logging.getLogger(__name__)
@@ -222,19 +223,15 @@ def _bicubic_psnr(lr: np.ndarray, hr: np.ndarray, scale: int) -> float:
 
 # ----------------------------------------------------------------------------- the stage
 
-def model_card(name: str, params: dict) -> dict:
-    """What inference needs to use this model as it was trained (:data:`cardiac_sr.models.MODEL_CARD`).
+def model_card(name: str, params: dict) -> Card:
+    """What inference needs to use this model as it was trained (:class:`cardiac_sr.card.Card`).
 
-    Params without a ``prepare`` section (a model trained on arrays of one's own) get the card defaults'
-    normalisation and no training data source."""
-    from .models import CARD_DEFAULTS
-
+    Params without a ``prepare`` section (a model trained on arrays of one's own) get the default
+    normalisation percentile and no training data source."""
     deg = section(params, "degrade")
     prep = section(params, "prepare") if params.get("prepare") else None
-    percentile = prep.percentile if prep else CARD_DEFAULTS["normalisation"]["percentile"]
-    return {"model": name, "scale": deg.scale, "normalisation": {"percentile": percentile},
-            "degradation": {k: getattr(deg, k) for k in ("method", "blur_sigma", "window", "noise_sigma")},
-            "training_data": {"source": prep.source if prep else None, "path": prep.path if prep else None}}
+    return Card(name, deg.scale, prep.percentile if prep else DEFAULT_PERCENTILE, deg,
+                {"source": prep.source if prep else None, "path": prep.path if prep else None})
 
 
 def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded",
