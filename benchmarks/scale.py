@@ -115,7 +115,7 @@ def run_step(step: str, folder: Path) -> dict:
         from cardiac_sr.evaluate import evaluate_method
 
         res = evaluate_method("mse-NN", prepared, degraded, models_dir=folder, out_dir=folder / "metrics",
-                              external_dir=None)
+                              scale=4, external_dir=None)
         out.update(slices=res["slices"], psnr=round(res["psnr"]["mean"], 2))
     elif step == "default-streamed" or step == "default-in-memory":
         out["patches_per_s"] = default_throughput(in_memory=step.endswith("in-memory"))

@@ -73,7 +73,7 @@ def evaluated(tiny_data, tmp_path_factory):
     for name in ("perceptual-TS", "perceptual-NN", "mse-TS", "mse-NN"):
         build_generator(name.split("-")[1], filters=8, res_blocks=1).save(models / f"{name}.keras")
     out = root / "metrics"
-    results = {m: evaluate_method(m, prepared, degraded, models, out)
+    results = {m: evaluate_method(m, prepared, degraded, models, out, scale=4)
                for m in ("bicubic", "nearest", "zerofill", "perceptual-TS", "perceptual-NN", "mse-TS", "mse-NN")}
     return root, results
 
@@ -123,8 +123,8 @@ def test_evaluate_scores_the_self_ensemble_under_its_own_name(evaluated, tiny_da
     rng = np.random.default_rng(3)
     model.set_weights([rng.normal(0, 0.1, w.shape).astype(np.float32) for w in model.get_weights()])
     model.save(models / "m.keras")
-    plain = evaluate_method("m", prepared, degraded, models, out)
-    ens = evaluate_method("m", prepared, degraded, models, out, ensemble=True, name="m-self-ensemble")
+    plain = evaluate_method("m", prepared, degraded, models, out, scale=4)
+    ens = evaluate_method("m", prepared, degraded, models, out, scale=4, ensemble=True, name="m-self-ensemble")
     assert ens["method"] == "m-self-ensemble" and (out / "models" / "m-self-ensemble.json").is_file()
     assert json.loads((out / "models" / "m.json").read_text())["psnr"] == plain["psnr"]  # not overwritten
     assert ens["psnr"]["mean"] != pytest.approx(plain["psnr"]["mean"], abs=1e-3)

@@ -106,7 +106,7 @@ def test_external_off_writes_an_empty_set(with_external, tmp_path):
     info = build_external(None, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "ext")
     assert info["external"] is None and info["splits"] == {"external": 0}
     assert load_split(tmp_path / "ext", "external", "lr").shape == (0, 32, 32)
-    res = evaluate_method("bicubic", root / "prepared", root / "degraded", out_dir=tmp_path / "m",
+    res = evaluate_method("bicubic", root / "prepared", root / "degraded", out_dir=tmp_path / "m", scale=4,
                           external_dir=tmp_path / "ext")
     assert "external" not in res
 
@@ -129,7 +129,7 @@ def test_external_errors(tmp_path, with_external, external_nifti):
 def test_every_method_is_scored_on_both_and_the_table_shows_them_side_by_side(with_external, tmp_path):
     root, _ = with_external
     out = tmp_path / "metrics"
-    kw = {"out_dir": out, "external_dir": root / "external"}
+    kw = {"out_dir": out, "external_dir": root / "external", "scale": 4}
     res = evaluate_method("bicubic", root / "prepared", root / "degraded", **kw)
     evaluate_method("nearest", root / "prepared", root / "degraded", **kw)
     assert res["slices"] == 4 and res["external"]["slices"] == 4 and res["external"]["patients"] == 2
@@ -152,7 +152,7 @@ def test_one_patient_trains_and_is_scored_on_the_external_set_only(tmp_path, ext
     degrade(TINY_DEGRADE, tmp_path / "prepared", tmp_path / "degraded")
     build_external({"source": "nifti", "path": str(external_nifti)}, prep, TINY_DEGRADE, tmp_path / "prepared",
                    tmp_path / "external")
-    res = evaluate_method("bicubic", tmp_path / "prepared", tmp_path / "degraded", out_dir=tmp_path / "m",
+    res = evaluate_method("bicubic", tmp_path / "prepared", tmp_path / "degraded", out_dir=tmp_path / "m", scale=4,
                           external_dir=tmp_path / "external")
     assert res["slices"] == 0 and res["psnr"]["mean"] is None and res["external"]["slices"] == 4
     row = table_rows(["bicubic"], tmp_path / "m")[0]

@@ -47,6 +47,10 @@ from .study import Study
 log = logging.getLogger(__name__)
 
 
+class ColourImage(CardiacSRError):
+    """An RGB/YBR/palette DICOM image: always an error, never a skipped file (cine bSSFP is single-channel)."""
+
+
 def _read_one_dicom(path: Path):
     """Read one DICOM image -> (dataset, float32 pixels) or raise CardiacSRError."""
     import pydicom
@@ -58,7 +62,7 @@ def _read_one_dicom(path: Path):
             if int(getattr(ds, "SamplesPerPixel", 1)) != 1 or str(
                 getattr(ds, "PhotometricInterpretation", "MONOCHROME2")
             ).upper().startswith(("RGB", "YBR", "PALETTE")):
-                raise CardiacSRError(
+                raise ColourImage(
                     f"{path}: is a colour ({getattr(ds, 'PhotometricInterpretation', '?')}) image; "
                     "cardiac-sr needs single-channel MR magnitude images"
                 )
@@ -176,7 +180,7 @@ def _load_dicom_study(pid: str, files: list[Path], contour_index: dict, strict: 
         try:
             ds, pixels = _read_one_dicom(f)
         except CardiacSRError as exc:
-            if strict or "colour" in str(exc):
+            if strict or isinstance(exc, ColourImage):  # never skipped: a colour series is the wrong input
                 raise
             log.warning("skipping %s", exc)
             continue

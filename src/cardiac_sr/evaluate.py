@@ -41,7 +41,7 @@ from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
 from .inference import self_ensemble, super_resolve
 from .metrics import centred_crop, checkerboard_score, image_scores, roi_box, temporal_psnr
-from .names import BASELINES, EXTERNAL, timings_file
+from .names import BASELINES, DEGRADED_DIR, EXTERNAL, EXTERNAL_DIR, METRICS_DIR, MODELS_DIR, PREPARED_DIR, timings_file
 from .params import choice
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,9 @@ def _split_summary(rows: list[dict]) -> dict:
             "roi_fallback_slices": int(sum(r["roi_fallback"] for r in rows)), **summarise(rows)}
 
 
-def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="data/degraded",
-                    models_dir="models", out_dir="metrics", scale: int = 4, perceptual_weights: str = "hed",
-                    extra: dict | None = None, external_dir="data/external", ensemble: bool = False,
-                    name: str | None = None) -> dict:
+def evaluate_method(method: str, prepared_dir=PREPARED_DIR, degraded_dir=DEGRADED_DIR, models_dir=MODELS_DIR,
+                    out_dir=METRICS_DIR, *, scale: int, perceptual_weights: str = "hed", external_dir=EXTERNAL_DIR,
+                    ensemble: bool = False, name: str | None = None) -> dict:
     """Score one method on the test split, and on the external test set in ``external_dir`` when
     there is one; write its JSON summary (test metrics at the top, external ones under
     ``external``) and per-slice CSV, named ``name`` (default: the method).
@@ -233,7 +232,7 @@ def evaluate_method(method: str, prepared_dir="data/prepared", degraded_dir="dat
         run(data.lr[:8])  # trace and warm up before timing
         per_split[split], ms = score_split(name, data, run, scale, perceptual_weights)
         times.append(ms)
-    summary = {"method": name, **_split_summary(per_split["test"]), **(extra or {})}
+    summary = {"method": name, **_split_summary(per_split["test"])}
     timings = {"inference_ms_per_slice": round(times[0], 3) if times else None}
     if EXTERNAL in per_split:
         summary[EXTERNAL] = _split_summary(per_split[EXTERNAL])

@@ -156,10 +156,12 @@ class PerceptualLoss(keras.losses.Loss):
 
 def make_loss(name: str, cfg: Perceptual | dict | None = None) -> keras.losses.Loss:
     """A loss *object* (never a string) from ``loss`` and the ``train.perceptual`` params."""
-    if name == "mse":
-        return keras.losses.MeanSquaredError(name="mse")
-    if name == "perceptual":
-        cfg = Perceptual.of(cfg or {}, "train.perceptual")
-        return PerceptualLoss(layer=cfg.layer, weights=cfg.weights, pixel_weight=cfg.pixel_weight)
     choice(name, LOSSES, "loss")
-    raise AssertionError(name)  # every valid loss is returned above
+    return LOSS_BUILDERS[name](Perceptual.of(cfg or {}, "train.perceptual"))
+
+
+def _perceptual(cfg: Perceptual) -> PerceptualLoss:
+    return PerceptualLoss(layer=cfg.layer, weights=cfg.weights, pixel_weight=cfg.pixel_weight)
+
+
+LOSS_BUILDERS = {"mse": lambda cfg: keras.losses.MeanSquaredError(name="mse"), "perceptual": _perceptual}

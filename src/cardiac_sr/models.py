@@ -17,7 +17,7 @@ Layout (``scale`` 4)::
       [+ CubicUpsample(LR)]                                 global skip
 
 With ``global_skip`` (default) the output is the project's bicubic baseline
-(:func:`cardiac_sr.degrade.upsample_bicubic`, a cubic spline, reproduced
+(:func:`cardiac_sr.degradation.upsample_bicubic`, a cubic spline, reproduced
 exactly by :class:`CubicUpsample`) plus the network's residual, and the last
 convolution starts at zero: an untrained model *is* the baseline, and
 training only adds detail.  ``batch_norm`` defaults to off (see README for
@@ -52,7 +52,7 @@ def cubic_phase_filters(scale: int, taps: int = _CUBIC_TAPS) -> np.ndarray:
 
     Returns ``g`` of shape (2 * taps + 1, scale) with
     ``out[scale * i + p] = sum_k g[k + taps, p] * x[i + k]``, measured from the
-    baseline itself (:func:`cardiac_sr.degrade.upsample_bicubic` applied to an
+    baseline itself (:func:`cardiac_sr.degradation.upsample_bicubic` applied to an
     impulse), so the two can never disagree.
     """
     from .degradation import upsample_bicubic

@@ -578,10 +578,3 @@ def _tukey_window(n: int, fraction: float, alpha: float) -> np.ndarray:
     start = (n - width) // 2
     out[start:start + width] = w
     return out
-
-
-def generate(n_patients: int, seed: int, cfg: PhantomConfig = PhantomConfig()):
-    """Yield ``n_patients`` phantom studies."""
-    gen = PhantomGenerator(cfg, seed)
-    for i in range(n_patients):
-        yield gen.study(i)

@@ -258,27 +258,28 @@ def _write_study(model, study: Study, scale: int, percentile: float, fmt: str, t
     if uncertainty:  # display windows known before any image: up to twice the warning level; the mask 0/1
         top = 2 * UNCERTAINTY_THRESHOLD * norm.scale
         kinds += [("SR uncertainty", np.float32, (top / 2, top)), ("SR uncertainty warning", np.float32, (0.5, 1.0))]
-    for storage in (None, np.float32):
+    def stream(storage) -> np.ndarray | None:
         middle = np.empty((t,) + shape[2:], np.float32) if keep_slice else None
-        try:
-            with ExitStack() as stack:
-                writers = [stack.enter_context(open_writer(study, shape, target, fmt, scale, name, desc,
-                                                           storage or kind_dtype, progress, overwrite, window))
-                           for target, (desc, kind_dtype, window) in zip(targets, kinds)]
-                for chunk in predict_chunks(model, study, scale, norm, uncertainty, batch_size, tile, progress,
-                                            ensemble):
-                    for writer, images in zip(writers, (chunk.sr, chunk.uncertainty, chunk.warning)):
-                        writer.write(chunk.start, images)
-                    if keep_slice:
-                        lo, hi = max(chunk.start, s // 2 * t), min(chunk.start + len(chunk.sr), (s // 2 + 1) * t)
-                        if lo < hi:
-                            middle[lo - s // 2 * t:hi - s // 2 * t] = chunk.sr[lo - chunk.start:hi - chunk.start]
-            return middle
-        except StorageOverflow as exc:
-            if storage is not None or fmt != "nifti":
-                raise
-            log.info("%s: the super-resolved %s; writing float32 (predicting again)", targets[0], exc)
-    raise AssertionError("unreachable")
+        with ExitStack() as stack:
+            writers = [stack.enter_context(open_writer(study, shape, target, fmt, scale, name, desc,
+                                                       storage or kind_dtype, progress, overwrite, window))
+                       for target, (desc, kind_dtype, window) in zip(targets, kinds)]
+            for chunk in predict_chunks(model, study, scale, norm, uncertainty, batch_size, tile, progress, ensemble):
+                for writer, images in zip(writers, (chunk.sr, chunk.uncertainty, chunk.warning)):
+                    writer.write(chunk.start, images)
+                if keep_slice:
+                    lo, hi = max(chunk.start, s // 2 * t), min(chunk.start + len(chunk.sr), (s // 2 + 1) * t)
+                    if lo < hi:
+                        middle[lo - s // 2 * t:hi - s // 2 * t] = chunk.sr[lo - chunk.start:hi - chunk.start]
+        return middle
+
+    try:
+        return stream(storage=None)
+    except StorageOverflow as exc:
+        if fmt != "nifti":
+            raise
+        log.info("%s: the super-resolved %s; writing float32 (predicting again)", targets[0], exc)
+        return stream(storage=np.float32)
 
 
 def _model(model_path, percentile: float | None):

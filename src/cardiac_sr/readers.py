@@ -25,7 +25,7 @@ import numpy as np
 
 from .dicom import scan_dicom
 from .errors import CardiacSRError
-from .inputs import files_under, is_nifti, loaded, looks_like_dicom, require_path
+from .inputs import files_under, is_nifti, looks_like_dicom, require_path
 from .nifti import scan_nifti
 from .params import choice
 from .study import Study
@@ -40,17 +40,12 @@ def scan_studies(source: str, path: str | os.PathLike | None, contours=None,
     with a warning for an unreadable volume when ``strict`` is off."""
     if path is None or str(path).strip() == "":
         raise CardiacSRError(f"source '{source}' needs a path (prepare.path)")
-    if source == "dicom":
-        return scan_dicom(path, contours=contours, strict=strict)
-    if source == "nifti":
-        return scan_nifti(path, strict=strict)
-    choice(source, ("dicom", "nifti"), "source", source="readers")
-    raise AssertionError(source)  # both valid sources are read above
+    choice(source, tuple(SCANNERS), "source", source="readers")
+    return SCANNERS[source](path, contours, strict)
 
 
-def read_studies(source: str, path: str | os.PathLike | None, contours=None, strict: bool = False) -> list[Study]:
-    """Read studies from ``source`` 'dicom' or 'nifti' at ``path``."""
-    return loaded(scan_studies(source, path, contours, strict), path)
+SCANNERS = {"dicom": lambda path, contours, strict: scan_dicom(path, contours=contours, strict=strict),
+            "nifti": lambda path, contours, strict: scan_nifti(path, strict=strict)}
 
 
 def detect_format(path: str | os.PathLike) -> str:
