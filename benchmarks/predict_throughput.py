@@ -34,9 +34,11 @@ def phantom_int16(slices: int, phases: int, size: int):
     """A phantom study (slices, phases, size, size) as int16 (the scanner's storage) and its spacing."""
     import numpy as np
 
-    from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
+    from cardiac_sr.params import Phantom
 
-    study = PhantomGenerator(PhantomConfig(slices=slices, phases=phases, size=size), seed=0).study(0)
+    from cardiac_sr.phantom import PhantomGenerator
+
+    study = PhantomGenerator(Phantom(slices=slices, phases=phases, size=size), seed=0).study(0)
     image = study.image / study.image.max() * 3000
     return np.rint(image).astype(np.int16), study.spacing
 

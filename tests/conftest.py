@@ -41,9 +41,10 @@ def sunnybrook_studies(sunnybrook):
 
 @pytest.fixture(scope="session")
 def small_phantom():
-    from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
+    from cardiac_sr.params import Phantom
+    from cardiac_sr.phantom import PhantomGenerator
 
-    cfg = PhantomConfig(slices=3, phases=6)
+    cfg = Phantom(slices=3, phases=6)
     return PhantomGenerator(cfg, seed=11).study(0, labels=True)
 
 

@@ -1,10 +1,11 @@
 import numpy as np
 
-from cardiac_sr.phantom import LABELS, PhantomConfig, PhantomGenerator
+from cardiac_sr.params import Phantom
+from cardiac_sr.phantom import LABELS, PhantomGenerator
 
 
 def test_same_seed_same_study_and_other_seed_differs():
-    cfg = PhantomConfig(slices=2, phases=2, size=128, spacing_mm=2.8)
+    cfg = Phantom(slices=2, phases=2, size=128, spacing_mm=2.8)
     a = PhantomGenerator(cfg, seed=5).study(1)
     b = PhantomGenerator(cfg, seed=5).study(1)
     c = PhantomGenerator(cfg, seed=6).study(1)
@@ -63,8 +64,8 @@ def test_heart_contracts_and_thickens_over_the_cycle(small_phantom):
 
 
 def test_snr_controls_background_noise():
-    lo = PhantomGenerator(PhantomConfig(slices=1, phases=1, snr=10.0), seed=2).study(0)
-    hi = PhantomGenerator(PhantomConfig(slices=1, phases=1, snr=100.0), seed=2).study(0)
+    lo = PhantomGenerator(Phantom(slices=1, phases=1, snr=10.0), seed=2).study(0)
+    hi = PhantomGenerator(Phantom(slices=1, phases=1, snr=100.0), seed=2).study(0)
     corner = (0, 0, slice(0, 12), slice(100, 156))  # outside the body, inside the FOV
     assert lo.image[corner].std() > 3 * hi.image[corner].std()
 
@@ -83,7 +84,7 @@ def test_band_limited_by_finite_kspace(small_phantom):
 # ----------------------------------------------------------------------------- domain randomisation
 
 def _randomised(r: float, n: int = 10, seed: int = 4):
-    cfg = PhantomConfig(slices=1, phases=1, size=128, spacing_mm=2.8, randomise=r)
+    cfg = Phantom(slices=1, phases=1, size=128, spacing_mm=2.8, randomise=r)
     gen = PhantomGenerator(cfg, seed=seed)
     return [gen.study(i, labels=True) for i in range(n)]
 
@@ -94,13 +95,13 @@ def _tissue_mean(st, name):
 
 
 def test_randomised_phantom_is_deterministic_and_off_by_default():
-    cfg = PhantomConfig(slices=1, phases=2, size=128, spacing_mm=2.8, randomise=1.0)
+    cfg = Phantom(slices=1, phases=2, size=128, spacing_mm=2.8, randomise=1.0)
     a, b = PhantomGenerator(cfg, seed=5).study(1), PhantomGenerator(cfg, seed=5).study(1)
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.roi, b.roi)
-    plain = PhantomGenerator(PhantomConfig(slices=1, phases=2, size=128, spacing_mm=2.8), seed=5).study(1)
+    plain = PhantomGenerator(Phantom(slices=1, phases=2, size=128, spacing_mm=2.8), seed=5).study(1)
     assert not np.allclose(a.image, plain.image)
-    assert PhantomConfig().randomise == 0.0
+    assert Phantom().randomise == 0.0
 
 
 def test_randomised_phantom_varies_contrast_sharpness_and_shape():
@@ -163,7 +164,7 @@ def test_randomised_body_carries_dead_leaves():
     from scipy import ndimage
 
     def edge_density(randomise):
-        st = PhantomGenerator(PhantomConfig(slices=1, phases=1, randomise=randomise), seed=9).study(0, labels=True)
+        st = PhantomGenerator(Phantom(slices=1, phases=1, randomise=randomise), seed=9).study(0, labels=True)
         body = ndimage.binary_erosion(st.meta["labels"][0, 0] != LABELS["background"], iterations=4)
         img = st.image[0, 0] / np.percentile(st.image, 99.5)
         g = np.hypot(*np.gradient(ndimage.gaussian_filter(img, 1.0)))
@@ -177,7 +178,7 @@ def test_dead_leaves_are_drawn_per_slice_and_reproducible():
     and the same seed gives the same layout."""
     from cardiac_sr.phantom import _Patient
 
-    cfg = PhantomConfig(slices=2, phases=1, randomise=1.0)
+    cfg = Phantom(slices=2, phases=1, randomise=1.0)
     rand = _Patient(np.random.default_rng([9, 0]), cfg).rand
     again = _Patient(np.random.default_rng([9, 0]), cfg).rand
     np.testing.assert_array_equal(rand.leaves(128, 0), again.leaves(128, 0))

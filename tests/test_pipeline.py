@@ -64,10 +64,11 @@ def _write_external_nifti(folder: Path) -> None:
     import nibabel as nib
     import numpy as np
 
-    from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
+    from cardiac_sr.params import Phantom
+    from cardiac_sr.phantom import PhantomGenerator
 
     folder.mkdir()
-    gen = PhantomGenerator(PhantomConfig(slices=1, phases=2, size=128, spacing_mm=2.8), seed=77)
+    gen = PhantomGenerator(Phantom(slices=1, phases=2, size=128, spacing_mm=2.8), seed=77)
     for i in range(2):
         vol = np.transpose(gen.study(i).image, (2, 3, 0, 1)).astype(np.float32)
         nib.save(nib.Nifti1Image(vol, np.diag([2.8, 2.8, 10.0, 1.0])), folder / f"other{i}_sa.nii.gz")

@@ -130,7 +130,7 @@ def test_interrupted_prepare_leaves_previous_output_intact(prepared, tmp_path, m
 @pytest.mark.parametrize("params, message", [
     ({**TINY, "source": "png"}, "unknown value 'png' for 'prepare.source'; valid values: phantom, dicom, nifti"),
     ({k: v for k, v in TINY.items() if k != "percentile"}, "missing param 'prepare.percentile'"),
-    ({**TINY, "phantom": {"patients": 2}}, "missing param 'prepare.phantom.slices'"),
+    ({**TINY, "phantom": {"patients": 2, "slices": 0}}, "prepare.phantom.slices"),
     ({**TINY, "hr_size": 130}, "multiple of degrade.scale"),
     ({**TINY, "source": "dicom", "path": None}, "needs a path"),
     ({**TINY, "source": "dicom", "path": "/nonexistent/study"}, "/nonexistent/study: no such file"),
@@ -228,9 +228,9 @@ def test_killing_prepare_leaves_no_worker_tracebacks(tmp_path):
     import time
 
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "from cardiac_sr.phantom import PhantomConfig\n"
+            "from cardiac_sr.params import Phantom\n"
             "from cardiac_sr.prepare import phantom_studies\n"
-            "for st in phantom_studies(40, 1, PhantomConfig(slices=8, phases=12, size=192), workers=2):\n"
+            "for st in phantom_studies(40, 1, Phantom(slices=8, phases=12, size=192), workers=2):\n"
             "    print('study', flush=True)\n") % str(Path(__file__).resolve().parents[1] / "src")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline().startswith(b"study")  # the pool is working

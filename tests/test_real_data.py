@@ -13,7 +13,8 @@ from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.external import build_external
 from cardiac_sr.models import build_generator, generator_kwargs, load_generator
 from cardiac_sr.params import Train
-from cardiac_sr.phantom import PhantomConfig, PhantomGenerator
+from cardiac_sr.params import Phantom
+from cardiac_sr.phantom import PhantomGenerator
 from cardiac_sr.dataset import load_split, read_manifest, write_array
 from cardiac_sr.prepare import prepare, split_patients
 from cardiac_sr.report import format_markdown, table_rows
@@ -64,7 +65,7 @@ def test_one_and_two_patient_datasets():
 def external_nifti(tmp_path_factory):
     """Two small 'real' studies as NIfTI files (x, y, slices, phases), other patients than the phantom's."""
     root = tmp_path_factory.mktemp("external")
-    gen = PhantomGenerator(PhantomConfig(slices=1, phases=2, size=128, spacing_mm=2.8), seed=99)
+    gen = PhantomGenerator(Phantom(slices=1, phases=2, size=128, spacing_mm=2.8), seed=99)
     for i in range(2):
         vol = np.transpose(gen.study(i).image, (2, 3, 0, 1)) * 1000.0
         nib.save(nib.Nifti1Image(vol.astype(np.float32), np.diag([2.8, 2.8, 10.0, 1.0])), root / f"ext{i}_sa.nii.gz")

@@ -38,12 +38,13 @@ def phantom_vs_real(real_root: str | Path, out: str | Path, seed: int = 0, n_pha
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .phantom import PhantomConfig, PhantomGenerator
+    from .params import Phantom
+    from .phantom import PhantomGenerator
     from .dataset import fit_normalisation
     from .dicom import read_dicom
 
     real = read_dicom(real_root)
-    gen = PhantomGenerator(PhantomConfig(), seed=seed)
+    gen = PhantomGenerator(Phantom(), seed=seed)
     phantoms = [gen.study(i) for i in range(n_phantom)]
 
     def mid_slices(st, k=3):

@@ -180,15 +180,16 @@ class Section:
 
 @dataclass(frozen=True)
 class Phantom(Section):
-    """``prepare.phantom``: the default data (README "The phantom")."""
-    patients: int = integer(low=1, high=10000)
-    slices: int = integer(low=1, high=200)
-    phases: int = integer(low=1, high=200)
-    size: int = integer(low=16, high=1024)
-    spacing_mm: float = real(low=_POSITIVE, high=20)
-    slice_thickness_mm: float = real(low=_POSITIVE, high=100)
-    snr: float = real(low=_POSITIVE, high=1e6)
-    randomise: float = real(0.0, 0, 1)
+    """``prepare.phantom``: the default data (README "The phantom"), and the shape of one phantom study that
+    :class:`cardiac_sr.phantom.PhantomGenerator` renders (defaults: a Sunnybrook-like study, realistic)."""
+    patients: int = integer(20, low=1, high=10000)
+    slices: int = integer(10, low=1, high=200)
+    phases: int = integer(20, low=1, high=200)
+    size: int = integer(256, low=16, high=1024)
+    spacing_mm: float = real(1.4, low=_POSITIVE, high=20)
+    slice_thickness_mm: float = real(10.0, low=_POSITIVE, high=100)
+    snr: float = real(45.0, low=_POSITIVE, high=1e6)  # mean blood signal / noise standard deviation
+    randomise: float = real(0.0, 0, 1)  # domain randomisation strength, 0 (the realistic phantom) .. 1
     randomise_splits: tuple = names_of(SPLITS, ("train", "val"))
 
 

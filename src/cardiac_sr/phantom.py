@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .params import Phantom
 from .study import Study
 
 # Mean tissue intensities of a bSSFP image relative to blood (= 1), with the
@@ -64,19 +65,6 @@ TISSUES = {
     "skin": (0.45, 0.2),
     "rim": (0.04, 0.5),  # bSSFP's dark fat-water boundary ("India ink") line
 }
-
-
-@dataclass(frozen=True)
-class PhantomConfig:
-    """Shape of one phantom study (defaults match the Sunnybrook studies)."""
-
-    slices: int = 10
-    phases: int = 20
-    size: int = 256
-    spacing_mm: float = 1.4
-    slice_thickness_mm: float = 10.0
-    snr: float = 45.0  # mean blood signal / noise standard deviation
-    randomise: float = 0.0  # domain randomisation strength, 0 (the realistic phantom) .. 1 (see Randomisation)
 
 
 def _smooth_field(rng: np.random.Generator, n: int, corr_px: float) -> np.ndarray:
@@ -202,7 +190,7 @@ class Randomisation:
     leaves_seed: int        # seeds the dead-leaves image under the organs (a new one per slice), opacity cfg.randomise
 
     @staticmethod
-    def draw(rng: np.random.Generator, cfg: PhantomConfig, p: "_Patient") -> "Randomisation":
+    def draw(rng: np.random.Generator, cfg: Phantom, p: "_Patient") -> "Randomisation":
         r = float(cfg.randomise)
         u = rng.uniform
         n = 2 * cfg.size
@@ -255,7 +243,7 @@ class Randomisation:
 class _Patient:
     """All random anatomy and acquisition choices of one phantom patient."""
 
-    def __init__(self, rng: np.random.Generator, cfg: PhantomConfig):
+    def __init__(self, rng: np.random.Generator, cfg: Phantom):
         self.cfg = cfg
         u = rng.uniform
         self.contrast = {name: m * (1 + u(-s, s)) for name, (m, s) in TISSUES.items()}
@@ -311,7 +299,7 @@ class _Patient:
 class PhantomGenerator:
     """Renders phantom studies; ``study(patient_index)`` is deterministic given the seed."""
 
-    def __init__(self, cfg: PhantomConfig = PhantomConfig(), seed: int = 0):
+    def __init__(self, cfg: Phantom = Phantom(), seed: int = 0):
         self.cfg = cfg
         self.seed = int(seed)
         n = 2 * cfg.size  # oversampled grid

@@ -25,8 +25,8 @@ from .dataset import write_dataset
 from .errors import CardiacSRError
 from .fileio import atomic_dir
 from .names import SPLITS
-from .params import Prepare
-from .phantom import PhantomConfig, PhantomGenerator, phantom_id
+from .params import Phantom, Prepare
+from .phantom import PhantomGenerator, phantom_id
 from .readers import scan_studies
 from .study import Study
 
@@ -153,7 +153,7 @@ def _bounded_map(fn, jobs: list, workers: int):
             yield result
 
 
-def phantom_studies(n_patients: int, seed: int, cfg: PhantomConfig | list[PhantomConfig],
+def phantom_studies(n_patients: int, seed: int, cfg: Phantom | list[Phantom],
                     workers: int = 2) -> Iterator[Study]:
     """Generate ``n_patients`` phantom studies (one config, or one per patient), in parallel over
     patients (deterministic), one after the other."""
@@ -164,7 +164,7 @@ def phantom_studies(n_patients: int, seed: int, cfg: PhantomConfig | list[Phanto
     yield from _bounded_map(_phantom_study, jobs, workers)
 
 
-def _phantom_configs(cfg: PhantomConfig, prep: Prepare) -> list[PhantomConfig]:
+def _phantom_configs(cfg: Phantom, prep: Prepare) -> list[Phantom]:
     """Per-patient configs: domain randomisation (``prepare.phantom.randomise``) for the patients of
     the splits in ``prepare.phantom.randomise_splits`` (default train and val: the models learn from
     randomised images and are tested on the realistic phantom), the realistic phantom for the rest."""
@@ -202,8 +202,7 @@ def iter_studies(prep: Prepare, scanned: list | None = None, keep: set[str] | No
                     yield st
         return
     ph = _phantom(prep)
-    cfg = PhantomConfig(slices=ph.slices, phases=ph.phases, size=ph.size, spacing_mm=ph.spacing_mm,
-                        slice_thickness_mm=ph.slice_thickness_mm, snr=ph.snr)
+    cfg = dataclasses.replace(ph, randomise=0.0)  # the realistic phantom; _phantom_configs randomises some splits
     yield from phantom_studies(ph.patients, prep.seed, _phantom_configs(cfg, prep), workers=prep.workers)
 
 
