@@ -12,8 +12,7 @@ from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.external import build_external
 from cardiac_sr.models import build_generator, generator_kwargs, load_generator
-from cardiac_sr.params import Train
-from cardiac_sr.params import Phantom
+from cardiac_sr.params import Phantom, Train
 from cardiac_sr.phantom import PhantomGenerator
 from cardiac_sr.dataset import load_split, read_manifest, write_array
 from cardiac_sr.prepare import prepare, split_patients
