@@ -13,7 +13,7 @@ from cardiac_sr.prepare import prepare, split_patients
 from cardiac_sr.train import train_model
 
 from conftest import ROOT, TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
-from test_readers import acdc_tree
+from test_nifti import acdc_tree
 
 
 def profile_params(name: str, tmp_path) -> dict:

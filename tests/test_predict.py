@@ -473,7 +473,7 @@ def test_a_study_too_large_for_the_memory_is_refused_with_the_estimate(models, t
 
 
 def test_a_folder_of_nifti_volumes_gives_a_folder_of_the_same_names(models, tmp_path, capsys):
-    from test_readers import acdc_tree
+    from test_nifti import acdc_tree
 
     acdc_tree(tmp_path / "acdc")
     out = tmp_path / "sr"
@@ -494,7 +494,7 @@ def test_a_folder_of_nifti_volumes_gives_a_folder_of_the_same_names(models, tmp_
 
 
 def test_assess_on_a_folder_of_nifti_volumes_scores_the_labelled_heart(models, tmp_path):
-    from test_readers import acdc_tree
+    from test_nifti import acdc_tree
 
     acdc_tree(tmp_path / "acdc", shape=(64, 72, 3))
     result = assess(tmp_path / "acdc", models / "untrained.keras")
