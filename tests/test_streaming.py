@@ -128,4 +128,4 @@ def test_predict_says_what_a_study_needs_before_the_work(net, tmp_path, caplog):
     with caplog.at_level("INFO", logger="cardiac_sr.predict"):
         predict(tmp_path / "x.npy", tmp_path / "y.npy", net, progress=False)
     line = next(r.getMessage() for r in caplog.records if "GiB of memory" in r.getMessage())
-    assert "6 images of 32 x 32 -> 128 x 128; about 1.6 GiB of memory and 0 s on" in line, line
+    assert "6 images of 32 x 32 -> 128 x 128; about 0.8 GiB of memory and 0 s on" in line, line

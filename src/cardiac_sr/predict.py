@@ -40,7 +40,7 @@ from .dataset import fit_normalisation
 from .errors import CardiacSRError
 from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
-from .inference import images_per_call, load_model, self_ensemble, super_resolve
+from .inference import TILE_OVERLAP, images_per_call, load_model, self_ensemble, super_resolve
 from .names import DEFAULT_PERCENTILE, PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
@@ -83,30 +83,40 @@ def available_memory() -> int | None:
     return min(limits) if limits else None
 
 
-TF_OVERHEAD = 1.6 * 2**30  # TensorFlow, the model and its feature maps for one model call (measured peak, 1 Mpixel out)
+TF_BASE = 0.64 * 2**30  # TensorFlow and the loaded model (measured RSS)
+ACTIVATION_BYTES = 1000  # feature maps per output pixel of one model call (measured: +0.98 GiB at 1 Mpixel)
 SECONDS_PER_MPIXEL = 0.72  # mse-NN on the 2-core reference machine, per million output pixels (benchmarks/predict_throughput.py)
 CHUNK_OUTPUT_PIXELS = 1 << 22  # output pixels predicted and written at a time: 4 images of 1024 x 1024
 
 
-def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool) -> int:
+def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, batch_size: int = 8,
+                  tile: int = 256) -> int:
     """Peak bytes of :func:`predict_chunks` and the writers for one study: the input (float32) and, while
     the normalisation is fitted, two more copies of it; one chunk of output images in a few float32 copies
-    (float64 sums for the self-ensemble); TensorFlow.  Nothing grows with the output: it is streamed."""
+    (float64 sums for the self-ensemble); TensorFlow, the model and the feature maps of one model call
+    (``batch_size`` images or ``tile`` tiles).  Nothing grows with the output: it is streamed."""
     s, t, h, w = study.image.shape
-    chunk = min(_chunk_images(h, w, scale), s * t) * h * w * scale * scale
+    chunk = min(_chunk_images(h, w, scale, batch_size, tile), s * t) * h * w * scale * scale
     per_output_pixel = 24 + (48 if uncertainty or ensemble else 0)
-    return int(study.image.size * 4 * 3 + chunk * per_output_pixel + TF_OVERHEAD)
+    window = min(h, tile + 2 * TILE_OVERLAP) * min(w, tile + 2 * TILE_OVERLAP) * scale * scale  # largest tile out
+    per_call = images_per_call(h, w, scale, batch_size, tile) * window
+    return int(study.image.size * 4 * 3 + chunk * per_output_pixel + TF_BASE + per_call * ACTIVATION_BYTES)
 
 
-def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source) -> None:
+def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source, batch_size: int = 8,
+                 tile: int = 256) -> None:
     """Say what the study needs (memory, and time at the reference machine's speed) before the work, and refuse
-    one whose prediction would not fit in memory (instead of an OOM kill)."""
-    need, have = memory_needed(study, scale, uncertainty, ensemble), available_memory()
+    one whose prediction would not fit in memory (instead of an OOM kill), with the flags that make it fit
+    where smaller model calls are enough."""
+    need, have = memory_needed(study, scale, uncertainty, ensemble, batch_size, tile), available_memory()
     s, t, h, w = study.image.shape
     if have is not None and need > have:
+        lean = memory_needed(study, scale, uncertainty, ensemble, batch_size=1, tile=128)
+        fix = (f"--batch-size 1 --tile 128 makes it fit (about {lean / 2**30:.1f} GiB)" if lean <= have else
+               "give it fewer slices or phases at a time (e.g. one NIfTI per phase)")
         raise CardiacSRError(f"{source}: super-resolving patient {study.patient_id} ({s} slices x {t} phases of "
                              f"{h} x {w}) needs about {need / 2**30:.1f} GiB of memory and {have / 2**30:.1f} GiB "
-                             "are available; give it fewer slices or phases at a time (e.g. one NIfTI per phase)")
+                             f"are available; {fix}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     seconds = s * t * h * w * scale * scale / 1e6 * SECONDS_PER_MPIXEL * (8 if uncertainty or ensemble else 1) * \
         2 / max(1, min(cores, 16))
@@ -227,7 +237,7 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
     for p in extra:
         check_output(p, overwrite, fmt, inputs)
     written = []
-    for number, study in enumerate(_studies(scanned, scale, uncertainty, ensemble, input_path)):
+    for number, study in enumerate(_studies(scanned, scale, uncertainty, ensemble, input_path, batch_size, tile)):
         multi_target = (lambda base: base / study.patient_id) if multi else (lambda base: base)
         if multi:
             for base in [output] + extra:
@@ -291,14 +301,14 @@ def _model(model_path, percentile: float | None):
     return model, card.scale, percentile, card.name
 
 
-def _studies(scanned, scale, uncertainty, ensemble, source):
+def _studies(scanned, scale, uncertainty, ensemble, source, batch_size: int = 8, tile: int = 256):
     """Each readable study of ``scanned``, one in memory at a time; a study that cannot fit in memory is
     refused before its work (:func:`check_memory`)."""
     for _, load in scanned:
         study = load()
         if study is None:  # an unreadable study among others (a warning was logged)
             continue
-        check_memory(study, scale, uncertainty, ensemble, source)
+        check_memory(study, scale, uncertainty, ensemble, source, batch_size, tile)
         yield study
 
 
@@ -317,7 +327,7 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
     model, scale, percentile, name_on_card = _model(model_path, percentile)
     written = []
     with atomic_dir(output, replace=overwrite) as tmp:
-        for study in _studies(scanned, scale, uncertainty, ensemble, input_path):
+        for study in _studies(scanned, scale, uncertainty, ensemble, input_path, batch_size, tile):
             rel = Path(study.sources[0, 0]).relative_to(input_path)
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             names = [rel] + ([_sibling(rel, "uncertainty"), _sibling(rel, "warning")] if uncertainty else [])
