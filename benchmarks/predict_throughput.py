@@ -11,7 +11,7 @@ generator's convolution FLOPs per image over the dense float32 matmul GFLOP/s me
 (reading, writing and the gzip included).
 
     python benchmarks/predict_throughput.py [--study small|large] [--formats nifti npy dicom]
-                                            [--self-ensemble] [--model models/mse-NN.keras]
+                                            [--self-ensemble] [--phases N] [--model models/mse-NN.keras]
 """
 
 import argparse
@@ -94,6 +94,8 @@ def main() -> int:
     parser.add_argument("--study", choices=sorted(STUDIES), default="small")
     parser.add_argument("--formats", nargs="+", choices=sorted(OUTPUTS), default=["nifti", "npy", "dicom"])
     parser.add_argument("--self-ensemble", action="store_true", help="8-fold self-ensemble (8x the work)")
+    parser.add_argument("--phases", type=int, help="fewer phases than the study's (memory per image and speed are "
+                        "the same; the input, and with it the peak, is smaller)")
     parser.add_argument("--model", default=str(ROOT / "models" / "mse-NN.keras"))
     parser.add_argument("--workdir", help="where inputs and outputs go (default: a temporary folder, removed)")
     args = parser.parse_args()
@@ -105,6 +107,7 @@ def main() -> int:
     from train_throughput import conv_flops, matmul_gflops
 
     slices, phases, size = STUDIES[args.study]
+    phases = args.phases or phases
     peak = matmul_gflops()
     flops = conv_flops(load_model(args.model)[0], size) * (8 if args.self_ensemble else 1)
     n = slices * phases
@@ -124,7 +127,8 @@ def main() -> int:
             extra = ["--self-ensemble"] if args.self_ensemble else []
             seconds, rss = run_predict([str(source), "-o", str(tmp / OUTPUTS[fmt]), "--model", args.model, *extra])
             rate = n / seconds
-            print(f"{args.study} {slices} x {phases} x {size} x {size} -> {fmt:5s}: {seconds:6.0f} s, "
+            print(f"{args.study} {slices} x {phases} x {size} x {size} -> {fmt:5s}"
+                  f"{' (self-ensemble)' if args.self_ensemble else ''}: {seconds:6.0f} s, "
                   f"{rate:.2f} images/s ({1000 / rate:.0f} ms each), {100 * rate * flops / (peak * 1e9):3.0f} % of "
                   f"the fp32 ceiling, peak RSS {rss:.2f} GiB", flush=True)
     return 0
