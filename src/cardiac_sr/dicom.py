@@ -294,7 +294,10 @@ def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> 
     if any(len(g) != n_phases for g in slices):
         log.warning("patient %s: slices have different phase counts %s; keeping the first %d phases",
                     pid, sorted({len(g) for g in slices}), n_phases)
-    image = np.stack([np.stack([g[t][1] for t in range(n_phases)]) for g in slices]).astype(np.float32)
+    image = np.empty((len(slices), n_phases) + shapes.most_common(1)[0][0], np.float32)  # one copy, filled in place
+    for s, g in enumerate(slices):
+        for t in range(n_phases):
+            image[s, t] = g[t][1]
     first = slices[0][0][0]
     row_mm, col_mm = (float(v) for v in getattr(first, "PixelSpacing", [1.0, 1.0]))
     if len(positions) > 1:

@@ -146,13 +146,14 @@ def predict_chunks(model, study: Study, scale: int, norm, uncertainty: bool = Fa
     """Super-resolve every slice and phase of one study, a chunk of images at a time (:func:`_chunk_images`),
     back in the input's intensity units; ``norm``: the study's normalisation (``fit_normalisation``)."""
     s, t, h, w = study.image.shape
-    flat = study.image.reshape(s * t, h, w)
     step = _chunk_images(h, w, scale, batch_size, tile)
     kw = {"batch_size": batch_size, "tile": tile, "progress": False}
     with tqdm(total=s * t, desc=f"super-resolve {study.patient_id}" + (" (8-fold)" if uncertainty or ensemble
               else ""), unit="img", disable=not progress, mininterval=1) as bar:
         for start in range(0, s * t, step):
-            x = ((flat[start:start + step] - norm.offset) / norm.scale).astype(np.float32)
+            # the chunk's images, gathered (a NIfTI study's image is a transposed view: no whole-study copy)
+            images = np.stack([study.image[i // t, i % t] for i in range(start, min(start + step, s * t))])
+            x = ((images - norm.offset) / norm.scale).astype(np.float32)
             x01 = np.clip(x, 0.0, 1.0)
             if uncertainty or ensemble:
                 plain, mean, std = self_ensemble(model, x01, scale, **kw)
