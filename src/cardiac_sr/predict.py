@@ -3,7 +3,10 @@
 Inputs: a DICOM series folder (or a root of studies), a 3D/4D NIfTI file, or
 a ``.npy`` stack (..., H, W).  Every slice and phase goes through the model x4
 in-plane, in batches; slices larger than ``tile`` LR pixels are processed in
-overlapping tiles so memory stays bounded.
+overlapping tiles.  A study is read whole, then predicted and written a chunk
+of images at a time (:func:`predict_chunks`, :func:`cardiac_sr.writers.open_writer`),
+so memory is bounded by the input and one chunk, never by the output (x16 the
+pixels); before the work, :func:`check_memory` says what the study needs.
 
 Intensities: per volume as in ``prepare`` (offset, 99.5th percentile -> 1,
 clipped to [0, 1]) before the model; afterwards mapped back to the input's
