@@ -94,16 +94,18 @@ CHUNK_OUTPUT_PIXELS = 1 << 22  # output pixels predicted and written at a time: 
 
 def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, batch_size: int = 8,
                   tile: int = 256) -> int:
-    """Peak bytes of :func:`predict_chunks` and the writers for one study: the input (float32) and, while
-    the normalisation is fitted, two more copies of it; one chunk of output images in a few float32 copies
-    (float64 sums for the self-ensemble); TensorFlow, the model and the feature maps of one model call
-    (``batch_size`` images or ``tile`` tiles).  Nothing grows with the output: it is streamed."""
+    """Peak bytes of predicting one study (TensorFlow and the model loaded): the larger of reading and
+    normalising it (the input in float32 and one more copy: the reader's stack, the percentile's sort) and
+    predicting it (the input, one chunk of output images in a few float32 copies, float64 sums for the
+    self-ensemble, and the feature maps of one model call of ``batch_size`` images or ``tile`` tiles).
+    Nothing grows with the output: it is streamed."""
     s, t, h, w = study.image.shape
     chunk = min(_chunk_images(h, w, scale, batch_size, tile), s * t) * h * w * scale * scale
     per_output_pixel = 24 + (48 if uncertainty or ensemble else 0)
     window = min(h, tile + 2 * TILE_OVERLAP) * min(w, tile + 2 * TILE_OVERLAP) * scale * scale  # largest tile out
     per_call = images_per_call(h, w, scale, batch_size, tile) * window
-    return int(study.image.size * 4 * 3 + chunk * per_output_pixel + TF_BASE + per_call * ACTIVATION_BYTES)
+    input_bytes = study.image.size * 4
+    return int(TF_BASE + max(2 * input_bytes, input_bytes + chunk * per_output_pixel + per_call * ACTIVATION_BYTES))
 
 
 def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source, batch_size: int = 8,
