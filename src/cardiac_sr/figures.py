@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_file
-from .names import DEFAULT_PERCENTILE
 from .study import Study
 
 
@@ -142,15 +141,11 @@ def write_cine_gif(columns: list[tuple[str, np.ndarray]], path: str | Path, zoom
 PREVIEW_PX = 256  # output pixels a side of the preview's centre window
 
 
-def write_preview(study: Study, sr_middle: np.ndarray, scale: int, path: Path,
-                  percentile: float = DEFAULT_PERCENTILE) -> Path:
+def write_preview(study: Study, sr_middle: np.ndarray, scale: int, path: Path, norm) -> Path:
     """Animated GIF of the middle slice over all phases: the input (pixels enlarged x``scale``) next to the
     super-resolved image ``sr_middle`` (phases, H, W) of slice ``n_slices // 2``, the central ``PREVIEW_PX``
-    output pixels, in the study's normalised window."""
-    from .dataset import fit_normalisation
-
+    output pixels, in the study's normalised window ``norm`` (the one the prediction used)."""
     s = study.image.shape[0] // 2
-    norm = fit_normalisation(study.image, percentile, name=f"patient {study.patient_id}")
     lr = np.kron(norm.apply(study.image[s]), np.ones((1, scale, scale), np.float32))
     out = norm.apply(sr_middle)
     h, w = out.shape[1:]

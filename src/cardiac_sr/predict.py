@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import fit_normalisation
+from .dataset import Normalisation, fit_normalisation
 from .errors import CardiacSRError
 from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
@@ -250,11 +250,11 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
                 base.mkdir(exist_ok=True)
         targets = [multi_target(output)] + [multi_target(base) for base in extra]
         dtype = np.dtype(study.meta["dtype"]) if in_fmt == "npy" else None
-        middle = _write_study(model, study, scale, percentile, fmt, targets, name, dtype, uncertainty, batch_size,
+        middle, norm = _write_study(model, study, scale, percentile, fmt, targets, name, dtype, uncertainty, batch_size,
                               tile, progress, ensemble, overwrite, keep_slice=preview is not None and number == 0)
         written += targets
         if middle is not None:
-            written.append(write_preview(study, middle, scale, preview, percentile))
+            written.append(write_preview(study, middle, scale, preview, norm))
     if not written:
         raise CardiacSRError(f"{input_path}: no readable study")
     return written
@@ -262,9 +262,10 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
 
 def _write_study(model, study: Study, scale: int, percentile: float, fmt: str, targets: list[Path], name: str,
                  dtype, uncertainty: bool, batch_size: int, tile: int, progress: bool, ensemble: bool,
-                 overwrite: bool, keep_slice: bool = False) -> np.ndarray | None:
+                 overwrite: bool, keep_slice: bool = False) -> tuple[np.ndarray | None, Normalisation]:
     """Predict ``study`` and stream it into ``targets`` (the super-resolved volume[, its uncertainty and
-    warning]) as it is predicted; returns the middle slice's images (all phases) when ``keep_slice``.
+    warning]) as it is predicted; returns the middle slice's images (all phases) when ``keep_slice``, and the
+    study's normalisation.
 
     A NIfTI whose values outgrow the input's integer storage is written again as float32 (never clipped)."""
     norm = fit_normalisation(study.image, percentile, name=f"patient {study.patient_id}")
@@ -290,12 +291,12 @@ def _write_study(model, study: Study, scale: int, percentile: float, fmt: str, t
         return middle
 
     try:
-        return stream(storage=None)
+        return stream(storage=None), norm
     except StorageOverflow as exc:
         if fmt != "nifti":
             raise
         log.info("%s: the super-resolved %s; writing float32 (predicting again)", targets[0], exc)
-        return stream(storage=np.float32)
+        return stream(storage=np.float32), norm
 
 
 def _model(model_path, percentile: float | None):
