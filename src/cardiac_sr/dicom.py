@@ -52,8 +52,9 @@ class ColourImage(CardiacSRError):
 
 
 def _read_one_dicom(path: Path):
-    """Read one DICOM image -> (dataset, float32 pixels) or raise CardiacSRError."""
+    """Read one DICOM image -> (dataset without its pixel data, float32 pixels) or raise CardiacSRError."""
     import pydicom
+    from pydicom.pixels import pixel_array
 
     try:
         with warnings.catch_warnings():
@@ -66,7 +67,7 @@ def _read_one_dicom(path: Path):
                     f"{path}: is a colour ({getattr(ds, 'PhotometricInterpretation', '?')}) image; "
                     "cardiac-sr needs single-channel MR magnitude images"
                 )
-            pixels = ds.pixel_array
+            pixels = pixel_array(ds)  # decoded without a copy cached on the dataset
     except CardiacSRError:
         raise
     except Exception as exc:  # pydicom raises many types for broken files
@@ -75,6 +76,7 @@ def _read_one_dicom(path: Path):
         raise CardiacSRError(f"{path}: expected one 2D image per file, got pixel array of shape {pixels.shape}")
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    del ds.PixelData  # the header is what is kept (for the writers); the pixels are returned decoded
     return ds, pixels.astype(np.float32) * slope + intercept
 
 

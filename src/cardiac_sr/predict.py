@@ -100,7 +100,7 @@ def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, b
     self-ensemble, and the feature maps of one model call of ``batch_size`` images or ``tile`` tiles).
     Nothing grows with the output: it is streamed."""
     s, t, h, w = study.image.shape
-    chunk = min(_chunk_images(h, w, scale, batch_size, tile), s * t) * h * w * scale * scale
+    chunk = min(_chunk_images(h, w, scale, batch_size, tile, uncertainty or ensemble), s * t) * h * w * scale * scale
     per_output_pixel = 24 + (48 if uncertainty or ensemble else 0)
     window = min(h, tile + 2 * TILE_OVERLAP) * min(w, tile + 2 * TILE_OVERLAP) * scale * scale  # largest tile out
     per_call = images_per_call(h, w, scale, batch_size, tile) * window
@@ -130,11 +130,13 @@ def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, so
              f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s", cores)
 
 
-def _chunk_images(h: int, w: int, scale: int, batch_size: int = 8, tile: int = 256) -> int:
-    """Images per chunk: about :data:`CHUNK_OUTPUT_PIXELS` of output, a whole number of the model calls that
-    :func:`super_resolve` makes, so a chunked study runs the same batches (the same numbers) as a whole one."""
+def _chunk_images(h: int, w: int, scale: int, batch_size: int = 8, tile: int = 256, ensemble: bool = False) -> int:
+    """Images per chunk: about :data:`CHUNK_OUTPUT_PIXELS` of output (a quarter for the self-ensemble, whose
+    float64 sums take more per pixel), a whole number of the model calls that :func:`super_resolve` makes,
+    so a chunked study runs the same batches (the same numbers) as a whole one."""
     per_call = images_per_call(h, w, scale, batch_size, tile)
-    return per_call * max(1, CHUNK_OUTPUT_PIXELS // (h * w * scale * scale * per_call))
+    budget = CHUNK_OUTPUT_PIXELS // (4 if ensemble else 1)
+    return per_call * max(1, budget // (h * w * scale * scale * per_call))
 
 
 @dataclass
@@ -151,7 +153,7 @@ def predict_chunks(model, study: Study, scale: int, norm, uncertainty: bool = Fa
     """Super-resolve every slice and phase of one study, a chunk of images at a time (:func:`_chunk_images`),
     back in the input's intensity units; ``norm``: the study's normalisation (``fit_normalisation``)."""
     s, t, h, w = study.image.shape
-    step = _chunk_images(h, w, scale, batch_size, tile)
+    step = _chunk_images(h, w, scale, batch_size, tile, uncertainty or ensemble)
     kw = {"batch_size": batch_size, "tile": tile, "progress": False}
     with tqdm(total=s * t, desc=f"super-resolve {study.patient_id}" + (" (8-fold)" if uncertainty or ensemble
               else ""), unit="img", disable=not progress, mininterval=1) as bar:
