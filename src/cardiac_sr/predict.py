@@ -48,7 +48,8 @@ from .names import DEFAULT_PERCENTILE, PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
 from .study import Study
-from .writers import StorageOverflow, check_output, open_writer, output_format
+from .nifti_writer import StorageOverflow
+from .writers import check_output, open_writer, output_format
 
 log = logging.getLogger(__name__)
 

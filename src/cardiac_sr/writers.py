@@ -29,7 +29,7 @@ import numpy as np
 from .dicom_writer import SERIES_FILE, DicomWriter
 from .errors import CardiacSRError
 from .fileio import atomic_dir, atomic_file, check_writable
-from .nifti_writer import MARKER, NiftiWriter, StorageOverflow, gzip_file
+from .nifti_writer import MARKER, NiftiWriter, gzip_file
 from .study import Study
 
 log = logging.getLogger(__name__)
@@ -156,35 +156,12 @@ def _npy_header(dtype, shape) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin-1")
 
 
-def save_npy(path: Path, array: np.ndarray, replace: bool = True) -> None:
-    """``array`` as a marked .npy file (:func:`_npy_header`), written atomically."""
-    array = np.ascontiguousarray(array)
-    with atomic_file(path, suffix=".npy", replace=replace) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(_npy_header(array.dtype, array.shape))
-            fh.write(array.tobytes())
-
-
 def _cast_like(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return np.clip(np.rint(x), info.min, info.max).astype(dtype)
     return x.astype(dtype if dtype.kind == "f" else np.float32)
-
-
-def write_nifti(pred_volume: np.ndarray, study: Study, path: Path, scale: int, dtype=None,
-                description: str = "super-resolved", replace: bool = True, progress: bool = False) -> None:
-    """(S, T, H, W) -> NIfTI (:class:`NiftiWriter`), written atomically; float32 where the input's storage
-    cannot hold the values."""
-    for storage in (dtype, np.float32):
-        try:
-            with open_writer(study, pred_volume.shape, path, "nifti", scale, "", description, storage, progress,
-                             replace) as out:
-                out.write(0, pred_volume.reshape((-1,) + pred_volume.shape[-2:]))
-            return
-        except StorageOverflow as exc:
-            log.info("%s: the super-resolved %s; writing float32", path, exc)
 
 
 class NpyWriter:
@@ -248,15 +225,3 @@ def _check_complete(writer, shape, output) -> None:
     if writer.images_written != shape[0] * shape[1]:
         raise CardiacSRError(f"{output}: {writer.images_written} of {shape[0] * shape[1]} images were written; "
                              "nothing was kept")
-
-
-def write_prediction(volume: np.ndarray, study: Study, output: Path, fmt: str, scale: int, model_name: str,
-                     description: str, dtype=None, progress: bool = True, overwrite: bool = True,
-                     window: tuple[float, float] | None = None) -> None:
-    """Write one whole volume (S, T, H, W) to ``output`` atomically in ``fmt`` (:func:`open_writer`)."""
-    if fmt == "nifti":
-        write_nifti(volume, study, output, scale, dtype, description, replace=overwrite, progress=progress)
-        return
-    with open_writer(study, volume.shape, output, fmt, scale, model_name, description, dtype, progress, overwrite,
-                     window) as out:
-        out.write(0, volume.reshape((-1,) + volume.shape[-2:]))
