@@ -332,14 +332,11 @@ def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> 
 
 
 def _headers(slices: list, n_phases: int) -> np.ndarray:
-    """The (slices, phases) datasets without their pixel data."""
+    """The (slices, phases) datasets, already without their pixel data (:func:`_read_one_dicom`)."""
     out = np.empty((len(slices), n_phases), dtype=object)
     for s, group in enumerate(slices):
         for t in range(n_phases):
-            ds = group[t][0]
-            if "PixelData" in ds:
-                del ds.PixelData
-            out[s, t] = ds
+            out[s, t] = group[t][0]
     return out
 
 
