@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The ACDC experiments of docs/real_data_acdc.md as DVC experiments, one after the other (issue 29):
+# mse-NN trained from scratch and fine-tuned from the shipped phantom model on N of the 80 training
+# patients of profiles/acdc.args (nested subsets in a seeded order), the same 10 val and 10 held-out
+# test patients for every N, Sunnybrook as the external set.  Each run is `dvc exp run` with the
+# profile and -S overrides, so every number has its params and dvc.lock (`dvc exp show`).
+#
+#   bash scripts/acdc_experiments.sh ft80 n1 ft1 ...   # run these (default: all, in this order)
+#   python scripts/acdc_results.py                      # the table and the figure from `dvc exp show`
+#
+# Run it in a checkout next to ../shared (a git worktree is fine; `dvc queue` runs in a temporary
+# folder where ../shared does not resolve).  Fine-tuning reads init/mse-NN.keras: copy the phantom
+# model there first (cp models/mse-NN.keras init/).  About 13 min a run on the 2-core reference machine.
+set -euo pipefail
+MODEL=mse-NN
+# prepare.split 0.8/0.1/0.1 with prepare.seed 42 on the 100 ACDC patients, written out
+# (scripts/acdc_results.py --print-split prints them again from the code).
+VAL=patient003,patient005,patient025,patient026,patient052,patient053,patient062,patient082,patient098,patient100
+TEST=patient019,patient022,patient028,patient034,patient043,patient051,patient057,patient060,patient072,patient093
+ORDER=$(python scripts/acdc_results.py --print-order)
+
+run() {  # run NAME N INIT(yes|no) [extra -S ...]
+    local name=$1 n=$2 init=$3; shift 3
+    local train
+    train=$(echo "$ORDER" | tr ',' '\n' | head -n "$n" | paste -sd, -)
+    local args=(-S "prepare.split.train=[$train]" -S "prepare.split.val=[$VAL]" -S "prepare.split.test=[$TEST]")
+    if [ "$init" = yes ]; then
+        test -f "init/$MODEL.keras" || { echo "init/$MODEL.keras missing: cp models/$MODEL.keras init/" >&2; exit 1; }
+        args+=(-S 'train.init="init/{model}.keras"')
+    fi
+    echo "== $name: $n training patients, fine-tuned: $init $(date -u +%H:%M)"
+    # shellcheck disable=SC2046
+    dvc exp run -f -n "acdc-$name" $(cat profiles/acdc.args) "${args[@]}" "$@" "evaluate@$MODEL" baselines
+}
+
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(ft80 n1 ft1 n3 ft3 n10 ft10 n30 ft30 n80 kspace-ft80)
+for name in "${names[@]}"; do
+    case $name in
+        n[0-9]*) run "$name" "${name#n}" no ;;
+        ft[0-9]*) run "$name" "${name#ft}" yes ;;
+        kspace-ft80) run "$name" 80 yes -S degrade.method=kspace ;;
+        kspace-n80) run "$name" 80 no -S degrade.method=kspace ;;
+        *) echo "unknown run $name" >&2; exit 2 ;;
+    esac
+done
