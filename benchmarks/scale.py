@@ -71,15 +71,17 @@ def write_collection(folder: Path, n_slices: int, seed: int = 0) -> int:
     return patients
 
 
-def _params(folder: Path) -> dict:
-    from cardiac_sr.params import load_params
+def _params(folder: Path):
+    import yaml
 
-    params = load_params(ROOT / "params.yaml")
+    from cardiac_sr.params import Params
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"].update({"source": "nifti", "path": str(folder / "nifti"), "hr_size": SIZE,
                               "split": {"train": 0.9, "val": 0.05, "test": 0.05}})
     params["train"]["epochs"] = 1
     params["models"]["mse-NN"]["epochs"] = 1
-    return params
+    return Params.of(params)
 
 
 def run_step(step: str, folder: Path) -> dict:
@@ -99,16 +101,18 @@ def run_step(step: str, folder: Path) -> dict:
     elif step == "prepare":
         from cardiac_sr.prepare import prepare
 
-        out["splits"] = prepare(params["prepare"], params["degrade"]["scale"], prepared)["splits"]
+        out["splits"] = prepare(params.prepare, params.degrade.scale, prepared)["splits"]
     elif step == "degrade":
         from cardiac_sr.degrade import degrade
 
-        degrade(params["degrade"], prepared, degraded)
+        degrade(params.degrade, prepared, degraded)
     elif step == "train":
-        from cardiac_sr.train import train_model
+        from cardiac_sr.card import Card
+        from cardiac_sr.train import RunDir, train_model
 
-        s = train_model("mse-NN", params, prepared, degraded, model_path=folder / "mse-NN.keras",
-                        live_dir=folder / "dvclive", summary_path=folder / "train.json", scratch_dir=folder / "scratch")
+        run = RunDir(folder, folder / "mse-NN.keras", folder / "dvclive", folder / "train.json", folder / "scratch" / "mse-NN")
+        s = train_model("mse-NN", params.train_for("mse-NN"), Card.for_training("mse-NN", params.degrade, params.prepare),
+                        prepared, degraded, run)
         steps = s["epochs"] * s["steps_per_epoch"]
         out["patches_per_s"] = round(steps * s["batch_size"] / s["train_seconds_this_run"], 1)
     elif step == "evaluate":
@@ -132,10 +136,10 @@ def default_throughput(in_memory: bool, steps: int = 60) -> float:
     from cardiac_sr.losses import make_loss
     from cardiac_sr.models import build_generator, generator_kwargs
     from cardiac_sr.params import load_params
-    from cardiac_sr.train import configure_runtime, model_config, patch_dataset
+    from cardiac_sr.train import configure_runtime, patch_dataset
 
     params = load_params(ROOT / "params.yaml")
-    cfg, scale = model_config(params, "mse-NN")
+    cfg, scale = params.train_for("mse-NN"), params.degrade.scale
     configure_runtime(cfg)
     hr, lr = load_pairs(ROOT / "data" / "prepared", ROOT / "data" / "degraded", "train")
     if in_memory:

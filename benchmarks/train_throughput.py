@@ -66,14 +66,14 @@ def main() -> int:
     from cardiac_sr.models import build_generator, generator_kwargs
     from cardiac_sr.params import load_params
     from cardiac_sr.names import MODEL_NAMES
-    from cardiac_sr.train import configure_runtime, model_config, patch_dataset
+    from cardiac_sr.train import configure_runtime, patch_dataset
 
     params = load_params(ROOT / "params.yaml")
     peak = matmul_gflops()
     print(f"dense float32 matmul: {peak:.0f} GFLOP/s on {len(os.sched_getaffinity(0))} cores")
     rng = np.random.default_rng(0)
     for name in MODEL_NAMES:
-        cfg, scale = model_config(params, name)
+        cfg, scale = params.train_for(name), params.degrade.scale
         configure_runtime(cfg)
         loss_name, up = name.split("-")
         bs, patch = cfg.batch_size, cfg.patch_size

@@ -6,7 +6,7 @@
 # profile and -S overrides, so every number has its params and dvc.lock (`dvc exp show`).
 #
 #   bash scripts/acdc_experiments.sh ft80 n1 ft1 ...   # run these (default: all, in this order)
-#   python scripts/acdc_results.py                      # the table and the figure from `dvc exp show`
+#   python scripts/exp_results.py table acdc-n80 acdc-ft80  # the table (and `curve acdc-`: the figure)
 #
 # Run it in a checkout next to ../shared (a git worktree is fine; `dvc queue` runs in a temporary
 # folder where ../shared does not resolve).  Fine-tuning reads init/mse-NN.keras: copy the phantom
@@ -14,10 +14,10 @@
 set -euo pipefail
 MODEL=mse-NN
 # prepare.split 0.8/0.1/0.1 with prepare.seed 42 on the 100 ACDC patients, written out
-# (scripts/acdc_results.py --print-split prints them again from the code).
+# (`python scripts/exp_results.py acdc-split` prints them again from the code).
 VAL=patient003,patient005,patient025,patient026,patient052,patient053,patient062,patient082,patient098,patient100
 TEST=patient019,patient022,patient028,patient034,patient043,patient051,patient057,patient060,patient072,patient093
-ORDER=$(python scripts/acdc_results.py --print-order)
+ORDER=$(python scripts/exp_results.py acdc-order)
 
 run() {  # run NAME N INIT(yes|no) [extra -S ...]
     local name=$1 n=$2 init=$3; shift 3

@@ -3,11 +3,11 @@
 from _common import arguments, run
 
 from cardiac_sr.degrade import degrade
-from cardiac_sr.params import section
+from cardiac_sr.params import Params
 
 
-def main(params: dict, args) -> None:
-    info = degrade(section(params, "degrade"), args.prepared, args.degraded)
+def main(params: Params, args) -> None:
+    info = degrade(params.need("degrade"), args.prepared, args.degraded)
     print("shapes:", info["shapes"])
 
 

@@ -6,14 +6,14 @@ Usage: python stages/evaluate.py METHOD [METHOD ...] [--prepared DIR ...]   (mse
 from _common import arguments, run
 
 from cardiac_sr.evaluate import evaluate_method
-from cardiac_sr.params import section
+from cardiac_sr.params import Params
 
 
-def main(params: dict, args) -> None:
+def main(params: Params, args) -> None:
+    degrade, train = params.need("degrade", "train")
     for method in args.method:
-        evaluate_method(method, args.prepared, args.degraded, args.models, args.metrics,
-                        scale=section(params, "degrade").scale,
-                        perceptual_weights=section(params, "train").perceptual.weights, external_dir=args.external)
+        evaluate_method(method, args.prepared, args.degraded, args.models, args.metrics, scale=degrade.scale,
+                        perceptual_weights=train.perceptual.weights, external_dir=args.external)
 
 
 if __name__ == "__main__":

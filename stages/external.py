@@ -3,12 +3,12 @@
 from _common import arguments, run
 
 from cardiac_sr.external import build_external
-from cardiac_sr.params import section
+from cardiac_sr.params import Params
 
 
-def main(params: dict, args) -> None:
-    info = build_external(section(params, "evaluate").external, section(params, "prepare"),
-                          section(params, "degrade"), args.prepared, args.external)
+def main(params: Params, args) -> None:
+    prep, degrade = params.need("prepare", "degrade")
+    info = build_external(params.evaluate.external, prep, degrade, args.prepared, args.external)
     if info["external"] is None:
         print("external test set: off (evaluate.external is null)")
     else:

@@ -2,14 +2,13 @@
 
 from _common import arguments, run
 
-from cardiac_sr.params import section
+from cardiac_sr.params import Params
 from cardiac_sr.prepare import prepare
 
 
-def main(params: dict, args) -> None:
-    external = section(params, "evaluate").external
-    info = prepare(section(params, "prepare"), section(params, "degrade").scale, args.prepared,
-                   allow_empty_test=external is not None)
+def main(params: Params, args) -> None:
+    prep, degrade = params.need("prepare", "degrade")
+    info = prepare(prep, degrade.scale, args.prepared, allow_empty_test=params.evaluate.external is not None)
     print("slices per split:", info["splits"])
 
 

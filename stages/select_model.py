@@ -2,11 +2,12 @@
 
 from _common import arguments, run
 
+from cardiac_sr.params import Params
 from cardiac_sr.report import select_model
 
 
-def main(params: dict, args) -> None:
-    print("selected:", select_model(params, args.models, args.metrics))
+def main(params: Params, args) -> None:
+    print("selected:", select_model(params.loss, params.upsampling, args.models, args.metrics))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ Usage: python stages/train.py perceptual-TS [--prepared DIR --degraded DIR --mod
 
 from _common import arguments, run
 
-from cardiac_sr.train import train_model
+from cardiac_sr.card import Card
+from cardiac_sr.params import Params
+from cardiac_sr.train import RunDir, train_model
 
 
-def main(params: dict, args) -> None:
+def main(params: Params, args) -> None:
+    degrade = params.need("degrade")
     for name in args.model:
-        summary = train_model(name, params, args.prepared, args.degraded, model_path=f"{args.models}/{name}.keras")
+        summary = train_model(name, params.train_for(name), Card.for_training(name, degrade, params.prepare),
+                              args.prepared, args.degraded, RunDir.under(".", name, models_dir=args.models))
         print(f"{name} final:", summary["final"])
 
 

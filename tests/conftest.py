@@ -73,12 +73,39 @@ TINY_TRAIN = {
 def tiny_data(tmp_path_factory):
     """A tiny prepared + degraded phantom dataset: (prepared_dir, degraded_dir)."""
     from cardiac_sr.degrade import degrade
+    from cardiac_sr.params import Degrade, Prepare
     from cardiac_sr.prepare import prepare
 
     root = tmp_path_factory.mktemp("tiny")
-    prepare(TINY_PREPARE, 4, root / "prepared")
-    degrade(TINY_DEGRADE, root / "prepared", root / "degraded")
+    prepare(Prepare.of(TINY_PREPARE, "prepare"), 4, root / "prepared")
+    degrade(Degrade.of(TINY_DEGRADE, "degrade"), root / "prepared", root / "degraded")
     return root / "prepared", root / "degraded"
+
+
+def tiny_run(out, name: str):
+    """A training run's outputs laid out flat under ``out`` (the tests' layout): out/<name>.keras,
+    out/dvclive/<name>/, out/summary.json, out/scratch/<name>/; a train.init model lives in out/init/."""
+    from cardiac_sr.train import RunDir
+
+    out = Path(out)
+    return RunDir(out, out / f"{name}.keras", out / "dvclive" / name, out / "summary.json", out / "scratch" / name)
+
+
+def train_tiny(name: str, params: dict, prepared, degraded, out, model=None) -> dict:
+    """``train_model`` as the train stage calls it, from a params mapping typed once; outputs in
+    :func:`tiny_run` ``(out, name)``, the model at ``model`` if given."""
+    import dataclasses
+
+    from cardiac_sr.card import Card
+    from cardiac_sr.params import Params
+    from cardiac_sr.train import train_model
+
+    p = Params.of(params)
+    run = tiny_run(out, name)
+    if model is not None:
+        run = dataclasses.replace(run, model=Path(model))
+    return train_model(name, p.train_for(name), Card.for_training(name, p.degrade, p.prepare), prepared, degraded,
+                       run)
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ import yaml
 from cardiac_sr.degrade import degrade
 from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.external import build_external
-from cardiac_sr.params import section
+from cardiac_sr.params import Degrade, External, Params, Prepare
 from cardiac_sr.prepare import prepare, split_patients
-from cardiac_sr.train import train_model
 
-from conftest import ROOT, TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
+from conftest import ROOT, TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN, train_tiny
 from test_nifti import acdc_tree
 
 
@@ -31,14 +30,15 @@ def profile_params(name: str, tmp_path) -> dict:
 
 def test_the_acdc_profile_trains_on_80_patients_and_tests_on_10_held_out_and_on_sunnybrook(tmp_path):
     params = profile_params("acdc", tmp_path)
-    prep = section(params, "prepare")
+    params = Params.of(params)
+    prep = params.prepare
     assert (prep.source, prep.path) == ("nifti", "../shared/data/acdc-train")
     ids = [f"patient{i:03d}" for i in range(1, 101)]  # ACDC-train's patients
     assignment = split_patients(ids, prep.split, prep.seed)
     by_split = {s: sorted(p for p, split in assignment.items() if split == s) for s in ("train", "val", "test")}
     assert [len(by_split[s]) for s in ("train", "val", "test")] == [80, 10, 10]
     assert len(assignment) == 100 and set(assignment) == set(ids)  # every patient once, in one split
-    external = section(params, "evaluate").external
+    external = params.evaluate.external
     assert external.source == "dicom" and external.path == "../shared/data/sunnybrook"
 
 
@@ -49,14 +49,13 @@ def test_an_acdc_tree_goes_through_the_pipeline_with_an_external_set(tmp_path):
     prep = dict(TINY_PREPARE, source="nifti", path=str(tmp_path / "acdc"), hr_size=32,
                 split={"train": 0.6, "val": 0.2, "test": 0.2})
     prep.pop("phantom")
-    info = prepare(prep, 4, tmp_path / "prepared")
+    info = prepare(Prepare.of(prep, "prepare"), 4, tmp_path / "prepared")
     assert info["splits"] == {"train": 18, "val": 6, "test": 6}  # 3 / 1 / 1 patients x 3 slices x 2 frames
-    degrade(TINY_DEGRADE, tmp_path / "prepared", tmp_path / "degraded")
-    build_external({"source": "nifti", "path": str(tmp_path / "other")}, prep, TINY_DEGRADE, tmp_path / "prepared",
+    degrade(Degrade.of(TINY_DEGRADE, "degrade"), tmp_path / "prepared", tmp_path / "degraded")
+    build_external(External.of({"source": "nifti", "path": str(tmp_path / "other")}, "evaluate.external"), Prepare.of(prep, "prepare"), Degrade.of(TINY_DEGRADE, "degrade"), tmp_path / "prepared",
                    tmp_path / "external")
     params = {"prepare": prep, "degrade": dict(TINY_DEGRADE), "train": dict(TINY_TRAIN, epochs=1), "models": {}}
-    train_model("mse-NN", params, tmp_path / "prepared", tmp_path / "degraded", model_path=tmp_path / "m" / "mse-NN.keras",
-                live_dir=tmp_path / "live", summary_path=tmp_path / "s.json", scratch_dir=tmp_path / "scratch")
+    train_tiny("mse-NN", params, tmp_path / "prepared", tmp_path / "degraded", tmp_path / "m")
     res = evaluate_method("mse-NN", tmp_path / "prepared", tmp_path / "degraded", tmp_path / "m", tmp_path / "metrics",
                           scale=4, external_dir=tmp_path / "external")
     assert res["slices"] == 6 and res["external"]["slices"] == 6

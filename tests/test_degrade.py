@@ -7,6 +7,7 @@ from cardiac_sr.degradation import (
     upsample_bicubic, upsample_nearest, zerofill,
 )
 from cardiac_sr.errors import CardiacSRError
+from cardiac_sr.params import Degrade
 
 
 @pytest.fixture
@@ -88,6 +89,6 @@ def test_rician_noise_is_seeded_and_positive(image):
 
 def test_unknown_method_and_bad_scale(image):
     with pytest.raises(CardiacSRError, match="degrade.method"):
-        degrade_image(image, {"method": "sinc", "scale": 4})
+        degrade_image(image, Degrade.of({"method": "sinc", "scale": 4}, "degrade"))
     with pytest.raises(CardiacSRError, match="multiple"):
         blur_bicubic(image[:255], 4)

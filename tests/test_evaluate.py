@@ -12,6 +12,7 @@ from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import bootstrap_ci, evaluate_method
 from cardiac_sr.metrics import centre_box, checkerboard_score, detail_agreement, detail_sums, psnr, roi_box, ssim
 from cardiac_sr.models import build_generator
+from cardiac_sr.params import Params
 from cardiac_sr.report import compare, select_model, table_rows, write_table
 
 
@@ -142,7 +143,7 @@ def test_table_select_compare(evaluated, capsys):
     from conftest import TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
 
     params = {"degrade": dict(TINY_DEGRADE), "train": dict(TINY_TRAIN), "prepare": dict(TINY_PREPARE)}
-    rows = write_table(params, metrics)
+    rows = write_table(Params.of(params), metrics)
     assert [r["method"] for r in rows] == ["bicubic", "nearest", "perceptual-TS", "perceptual-NN", "mse-TS", "mse-NN"]
     md = (metrics / "table.md").read_text()
     assert "| bicubic | baseline |" in md and "Model 3" in md
@@ -150,11 +151,11 @@ def test_table_select_compare(evaluated, capsys):
     params["degrade"]["method"] = "kspace"
     assert "zerofill" in [r["method"] for r in table_rows(["bicubic", "zerofill"], metrics)]
 
-    sel = select_model({"loss": "mse", "upsampling": "NN"}, models, metrics)
+    sel = select_model("mse", "NN", models, metrics)
     assert sel["model"] == "mse-NN" and (models / "selected.keras").is_file()
     assert json.loads((metrics / "selected.json").read_text())["model"] == "mse-NN"
     with pytest.raises(CardiacSRError, match="valid values: perceptual, mse.*dvc checkout"):
-        select_model({"loss": "bogus", "upsampling": "NN"}, models, metrics)
+        select_model("bogus", "NN", models, metrics)
 
     text = compare("bicubic", "nearest", metrics)
     assert text.splitlines()[0] == "| Path | Metric | bicubic | nearest | Change |"

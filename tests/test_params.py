@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cardiac_sr.errors import CardiacSRError
-from cardiac_sr.params import Degrade, Train, load_params, number, section, train_section
+from cardiac_sr.params import Degrade, Params, Train, load_params, number
 
 from conftest import ROOT
 
@@ -21,7 +21,7 @@ def _write(tmp_path, edit):
 
 def test_the_committed_params_pass(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    assert load_params(tmp_path / "params.yaml")["degrade"]["scale"] == 4
+    assert load_params(tmp_path / "params.yaml").degrade.scale == 4
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -105,19 +105,25 @@ def test_sections_are_typed_with_defaults_and_model_overrides(tmp_path):
         params["evaluate"]["external"] = {"source": "dicom", "path": "../data"}
 
     params = load_params(_write(tmp_path, edit))
-    train = section(params, "train")
+    train = params.train
     assert isinstance(train, Train) and train.val_slices == 32 and train.batch_size == 16
     assert type(train.batch_size) is int and type(train.learning_rate) is float
-    own = train_section(params, "mse-NN")
-    assert own.epochs == 3 and train.epochs == params["train"]["epochs"] != 3  # the shared value stays
+    own = params.train_for("mse-NN")
+    assert own.epochs == 3 and train.epochs == params.train_for("mse-TS").epochs != 3  # the shared value stays
     # a partial perceptual entry overrides only its own key
     assert own.perceptual.pixel_weight == 0.5 and own.perceptual.layer == train.perceptual.layer == "block2_conv2"
-    assert train_section(params, "mse-TS") == train
-    deg = section(params, "degrade")
+    assert params.train_for("mse-TS") == train
+    deg = params.degrade
     assert (deg.method, deg.scale, deg.blur_sigma, deg.window) == ("blur_bicubic", 4, 1.0, "none")
-    assert Degrade.of(deg, "degrade") is deg  # a section passes through unchanged
-    ext = section(params, "evaluate").external
+    ext = params.evaluate.external
     assert (ext.source, ext.path, ext.contours, ext.strict) == ("dicom", "../data", None, False)
-    assert section({"evaluate": None}, "evaluate").external is None  # an absent section is its defaults
+    absent = Params.of({"evaluate": None})
+    assert absent.evaluate.external is None and absent.degrade is None  # an absent section: defaults or None
+    with pytest.raises(CardiacSRError, match="missing param 'degrade'"):
+        absent.need("degrade")
     with pytest.raises(CardiacSRError, match="missing param 'degrade.method'"):
-        section({}, "degrade")
+        Params.of({"degrade": {}})
+    with pytest.raises(CardiacSRError, match="missing param 'degrade.method'"):
+        Degrade.of({"scale": 4}, "degrade")
+    with pytest.raises(CardiacSRError, match="unknown value 'mse-XX' for 'models'"):
+        Params.of({"train": dict(yaml.safe_load((ROOT / "params.yaml").read_text())["train"]), "models": {"mse-XX": {}}})

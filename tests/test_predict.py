@@ -32,14 +32,12 @@ def subset(sunnybrook_studies, tmp_path_factory):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_data):
     """An untrained model (exactly bicubic) and a tiny model trained for a few steps on the tiny phantom."""
-    from conftest import TINY_DEGRADE, TINY_TRAIN
-    from cardiac_sr.train import train_model
+    from conftest import TINY_DEGRADE, TINY_TRAIN, train_tiny
 
     root = tmp_path_factory.mktemp("models")
     build_generator("NN", filters=8, res_blocks=1).save(root / "untrained.keras")
     params = {"degrade": dict(TINY_DEGRADE), "train": dict(TINY_TRAIN, epochs=2, steps_per_epoch=5)}
-    train_model("mse-TS", params, *tiny_data, model_path=root / "tiny.keras", live_dir=root / "live",
-                summary_path=root / "summary.json", scratch_dir=root / "scratch")
+    train_tiny("mse-TS", params, *tiny_data, root / "run", model=root / "tiny.keras")
     assert np.abs(load_model(root / "tiny.keras")[0].get_layer("output_conv").kernel.numpy()).max() > 0
     return root
 
@@ -361,15 +359,13 @@ def test_preview_gif_shows_the_middle_slice_over_all_phases(subset, models, tmp_
 
 def test_assess_uses_the_preprocessing_the_model_was_trained_with(subset, tiny_data, tmp_path, caplog):
     """A model trained with prepare.percentile 99 and degrade.method kspace is assessed that way, no flags."""
-    from conftest import TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
+    from conftest import TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN, train_tiny
     from cardiac_sr.card import read_raw_card
-    from cardiac_sr.train import train_model
 
     params = {"prepare": dict(TINY_PREPARE, percentile=99.0),
               "degrade": dict(TINY_DEGRADE, method="kspace", window="hann"), "train": dict(TINY_TRAIN, epochs=1)}
     model = tmp_path / "k.keras"
-    train_model("mse-NN", params, *tiny_data, model_path=model, live_dir=tmp_path / "live",
-                summary_path=tmp_path / "s.json", scratch_dir=tmp_path / "scratch")
+    train_tiny("mse-NN", params, *tiny_data, tmp_path / "run", model=model)
     card = read_raw_card(model)
     assert card["normalisation"]["percentile"] == 99.0 and card["degradation"]["method"] == "kspace"
     assert card["scale"] == 4 and card["training_data"]["source"] == "phantom"

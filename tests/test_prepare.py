@@ -10,6 +10,7 @@ from cardiac_sr.degrade import degrade
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.dataset import crop_or_pad, fit_normalisation, load_split, read_manifest
 from cardiac_sr.prepare import prepare, split_patients
+from cardiac_sr.params import Degrade, Prepare
 
 from conftest import TINY_DEGRADE as DEGRADE, TINY_PREPARE as TINY
 
@@ -17,7 +18,7 @@ from conftest import TINY_DEGRADE as DEGRADE, TINY_PREPARE as TINY
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "prepared"
-    info = prepare(TINY, 4, out)
+    info = prepare(Prepare.of(TINY, "prepare"), 4, out)
     return out, info
 
 
@@ -84,23 +85,23 @@ def test_prepare_outputs(prepared):
 
 def test_degrade_outputs(prepared, tmp_path):
     out, _ = prepared
-    info = degrade(DEGRADE, out, tmp_path / "degraded")
+    info = degrade(Degrade.of(DEGRADE, "degrade"), out, tmp_path / "degraded")
     assert info["shapes"]["train"] == {"hr": [12, 128, 128], "lr": [12, 32, 32]}
     lr = np.asarray(load_split(tmp_path / "degraded", "test", "lr"))
     up = np.asarray(load_split(tmp_path / "degraded", "test", "bicubic"))
     assert lr.dtype == np.float32 and lr.shape == (4, 32, 32) and up.shape == (4, 128, 128)
-    ks = degrade({**DEGRADE, "method": "kspace", "window": "hann"}, out, tmp_path / "k")
+    ks = degrade(Degrade.of({**DEGRADE, "method": "kspace", "window": "hann"}, "degrade"), out, tmp_path / "k")
     assert ks["method"] == "kspace"
     with pytest.raises(CardiacSRError, match="degrade.method.*blur_bicubic, kspace"):
-        degrade({**DEGRADE, "method": "magic"}, out, tmp_path / "x")
+        degrade(Degrade.of({**DEGRADE, "method": "magic"}, "degrade"), out, tmp_path / "x")
     with pytest.raises(CardiacSRError, match="missing param 'degrade.scale'"):
-        degrade({k: v for k, v in DEGRADE.items() if k != "scale"}, out, tmp_path / "x")
+        degrade(Degrade.of({k: v for k, v in DEGRADE.items() if k != "scale"}, "degrade"), out, tmp_path / "x")
 
 
 def test_prepare_real_dicom(sunnybrook, tmp_path):
     params = {**TINY, "source": "dicom", "path": str(sunnybrook), "hr_size": 256,
               "split": {"train": 0.5, "val": 0.0, "test": 0.5}}
-    info = prepare(params, 4, tmp_path / "p")
+    info = prepare(Prepare.of(params, "prepare"), 4, tmp_path / "p")
     assert sum(info["splits"].values()) == 12 * 20 + 13 * 20
     rows = read_manifest(tmp_path / "p")
     assert sum(int(r["has_roi"]) for r in rows) == 18
@@ -109,7 +110,7 @@ def test_prepare_real_dicom(sunnybrook, tmp_path):
 
 def test_interrupted_prepare_leaves_previous_output_intact(prepared, tmp_path, monkeypatch):
     out = tmp_path / "prepared"
-    prepare(TINY, 4, out)
+    prepare(Prepare.of(TINY, "prepare"), 4, out)
     before = (out / "manifest.csv").read_bytes()
     calls = {"n": 0}
     real_save = np.save
@@ -122,7 +123,7 @@ def test_interrupted_prepare_leaves_previous_output_intact(prepared, tmp_path, m
 
     monkeypatch.setattr(prep_mod.np, "save", failing_save)
     with pytest.raises(KeyboardInterrupt):
-        prepare({**TINY, "seed": 99}, 4, out)
+        prepare(Prepare.of({**TINY, "seed": 99}, "prepare"), 4, out)
     assert (out / "manifest.csv").read_bytes() == before
     assert not list(tmp_path.glob(".prepared.tmp-*"))
 
@@ -137,7 +138,7 @@ def test_interrupted_prepare_leaves_previous_output_intact(prepared, tmp_path, m
 ])
 def test_prepare_errors(params, message, tmp_path):
     with pytest.raises(CardiacSRError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        prepare(params, 4, tmp_path / "p")
+        prepare(Prepare.of(params, "prepare"), 4, tmp_path / "p")
     assert not (tmp_path / "p").exists()
 
 
@@ -208,16 +209,16 @@ def test_cli_subcommands_and_the_stages_through_dvc(capsys):
 def test_randomised_phantom_trains_on_randomised_and_tests_on_the_realistic_phantom(prepared, tmp_path):
     plain_dir, _ = prepared
     tiny = dict(TINY, phantom=dict(TINY["phantom"], randomise=1.0))
-    prepare(tiny, 4, tmp_path / "rand")
+    prepare(Prepare.of(tiny, "prepare"), 4, tmp_path / "rand")
     for split, same in (("train", False), ("val", False), ("test", True)):
         a, b = load_split(plain_dir, split, "hr"), load_split(tmp_path / "rand", split, "hr")
         assert np.array_equal(a, b) == same, split
     tiny["phantom"]["randomise_splits"] = ["train", "val", "test"]
-    prepare(tiny, 4, tmp_path / "all")
+    prepare(Prepare.of(tiny, "prepare"), 4, tmp_path / "all")
     assert not np.array_equal(load_split(plain_dir, "test", "hr"), load_split(tmp_path / "all", "test", "hr"))
     for bad, message in ((2.0, "must be in \\[0, 1\\]"), ("lots", "must be a number")):
         with pytest.raises(CardiacSRError, match=message):
-            prepare(dict(TINY, phantom=dict(TINY["phantom"], randomise=bad)), 4, tmp_path / "bad")
+            prepare(Prepare.of(dict(TINY, phantom=dict(TINY["phantom"], randomise=bad)), "prepare"), 4, tmp_path / "bad")
 
 
 def test_killing_prepare_leaves_no_worker_tracebacks(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from cardiac_sr.dicom import read_dicom
 from cardiac_sr.errors import CardiacSRError
+from cardiac_sr.params import Prepare
 
 from test_dicom import _copy_images, _series
 from test_nifti import acdc_tree
@@ -59,9 +60,9 @@ def test_acdc_root_prepares_with_patient_splits(tmp_path):
     from cardiac_sr.prepare import prepare
 
     acdc_tree(tmp_path / "acdc", patients=("patient001", "patient002", "patient003"))
-    info = prepare({"source": "nifti", "path": str(tmp_path / "acdc"), "seed": 1, "hr_size": 48,
+    info = prepare(Prepare.of({"source": "nifti", "path": str(tmp_path / "acdc"), "seed": 1, "hr_size": 48,
                     "percentile": 99.5, "split": {"train": ["patient001"], "val": ["patient002"],
-                                                  "test": ["patient003"]}}, 4, tmp_path / "prepared")
+                                                  "test": ["patient003"]}}, "prepare"), 4, tmp_path / "prepared")
     assert sum(info["splits"].values()) == 18  # 3 patients x 3 slices x 2 frames, never a label map
     rows = [r for r in read_manifest(tmp_path / "prepared") if r["split"] == "test"]
     assert {r["patient"] for r in rows} == {"patient003"} and sum(int(r["has_roi"]) for r in rows) == 4

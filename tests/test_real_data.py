@@ -1,7 +1,6 @@
 """Real studies as a first-class source: explicit splits, an external test set, fine-tuning (train.init)."""
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,12 +11,11 @@ from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.external import build_external
 from cardiac_sr.models import build_generator, generator_kwargs, load_generator
-from cardiac_sr.params import Phantom, Train
+from cardiac_sr.params import Degrade, External, Phantom, Prepare, Train
 from cardiac_sr.phantom import PhantomGenerator
 from cardiac_sr.dataset import load_split, read_manifest, write_array
 from cardiac_sr.prepare import prepare, split_patients
 from cardiac_sr.report import format_markdown, table_rows
-from cardiac_sr.train import train_model
 
 from conftest import TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
 
@@ -76,9 +74,9 @@ def with_external(tmp_path_factory, external_nifti):
     root = tmp_path_factory.mktemp("withext")
     prep = dict(TINY_PREPARE, split={"train": ["phantom000", "phantom001", "phantom002"], "val": ["phantom003"],
                                      "test": ["phantom004"]})
-    prepare(prep, 4, root / "prepared")
-    degrade(TINY_DEGRADE, root / "prepared", root / "degraded")
-    info = build_external({"source": "nifti", "path": str(external_nifti)}, prep, TINY_DEGRADE, root / "prepared",
+    prepare(Prepare.of(prep, "prepare"), 4, root / "prepared")
+    degrade(Degrade.of(TINY_DEGRADE, "degrade"), root / "prepared", root / "degraded")
+    info = build_external(External.of({"source": "nifti", "path": str(external_nifti)}, "evaluate.external"), Prepare.of(prep, "prepare"), Degrade.of(TINY_DEGRADE, "degrade"), root / "prepared",
                           root / "external")
     return root, info
 
@@ -95,7 +93,7 @@ def test_external_set_is_prepared_and_degraded_like_the_test_split(with_external
     assert lr.shape == (4, 32, 32)
     # the same functions as the test split: degrading the external HR again gives the same LR
     from cardiac_sr.degradation import degrade_image
-    np.testing.assert_allclose(np.clip(degrade_image(ext[1], TINY_DEGRADE), 0, 1), lr[1], atol=1e-6)
+    np.testing.assert_allclose(np.clip(degrade_image(ext[1], Degrade.of(TINY_DEGRADE, "degrade")), 0, 1), lr[1], atol=1e-6)
     # the prepared internal data are untouched by the external set (no re-training when it is switched on)
     assert sorted(p.name for p in (root / "prepared").glob("*_*")) == sorted(
         f"{s}_{k}" for s in ("train", "val", "test") for k in ("hr", "roi"))
@@ -103,7 +101,7 @@ def test_external_set_is_prepared_and_degraded_like_the_test_split(with_external
 
 def test_external_off_writes_an_empty_set(with_external, tmp_path):
     root, _ = with_external
-    info = build_external(None, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "ext")
+    info = build_external(None, Prepare.of(TINY_PREPARE, "prepare"), Degrade.of(TINY_DEGRADE, "degrade"), root / "prepared", tmp_path / "ext")
     assert info["external"] is None and info["splits"] == {"external": 0}
     assert load_split(tmp_path / "ext", "external", "lr").shape == (0, 32, 32)
     res = evaluate_method("bicubic", root / "prepared", root / "degraded", out_dir=tmp_path / "m", scale=4,
@@ -114,14 +112,14 @@ def test_external_off_writes_an_empty_set(with_external, tmp_path):
 def test_external_errors(tmp_path, with_external, external_nifti):
     root, _ = with_external
     with pytest.raises(CardiacSRError, match="evaluate.external.source"):
-        build_external({"source": "phantom", "path": "x"}, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "e")
+        build_external(External.of({"source": "phantom", "path": "x"}, "evaluate.external"), Prepare.of(TINY_PREPARE, "prepare"), Degrade.of(TINY_DEGRADE, "degrade"), root / "prepared", tmp_path / "e")
     with pytest.raises(CardiacSRError, match="evaluate.external.path"):
-        build_external({"source": "nifti"}, TINY_PREPARE, TINY_DEGRADE, root / "prepared", tmp_path / "e")
+        build_external(External.of({"source": "nifti"}, "evaluate.external"), Prepare.of(TINY_PREPARE, "prepare"), Degrade.of(TINY_DEGRADE, "degrade"), root / "prepared", tmp_path / "e")
     # the same study as training data and as external test set is refused
     prep = dict(TINY_PREPARE, source="nifti", path=str(external_nifti), split={"train": ["ext0"], "test": ["ext1"]})
-    prepare(prep, 4, tmp_path / "p")
+    prepare(Prepare.of(prep, "prepare"), 4, tmp_path / "p")
     with pytest.raises(CardiacSRError, match="'ext0' is also in the prepared data"):
-        build_external({"source": "nifti", "path": str(external_nifti)}, prep, TINY_DEGRADE, tmp_path / "p",
+        build_external(External.of({"source": "nifti", "path": str(external_nifti)}, "evaluate.external"), Prepare.of(prep, "prepare"), Degrade.of(TINY_DEGRADE, "degrade"), tmp_path / "p",
                        tmp_path / "e")
     assert not (tmp_path / "e").exists()
 
@@ -146,11 +144,11 @@ def test_every_method_is_scored_on_both_and_the_table_shows_them_side_by_side(wi
 def test_one_patient_trains_and_is_scored_on_the_external_set_only(tmp_path, external_nifti):
     prep = dict(TINY_PREPARE, phantom=dict(TINY_PREPARE["phantom"], patients=1), split={"train": ["phantom000"]})
     with pytest.raises(CardiacSRError, match="the test split is empty"):
-        prepare(prep, 4, tmp_path / "prepared")
-    info = prepare(prep, 4, tmp_path / "prepared", allow_empty_test=True)
+        prepare(Prepare.of(prep, "prepare"), 4, tmp_path / "prepared")
+    info = prepare(Prepare.of(prep, "prepare"), 4, tmp_path / "prepared", allow_empty_test=True)
     assert info["splits"] == {"train": 4, "val": 0, "test": 0}
-    degrade(TINY_DEGRADE, tmp_path / "prepared", tmp_path / "degraded")
-    build_external({"source": "nifti", "path": str(external_nifti)}, prep, TINY_DEGRADE, tmp_path / "prepared",
+    degrade(Degrade.of(TINY_DEGRADE, "degrade"), tmp_path / "prepared", tmp_path / "degraded")
+    build_external(External.of({"source": "nifti", "path": str(external_nifti)}, "evaluate.external"), Prepare.of(prep, "prepare"), Degrade.of(TINY_DEGRADE, "degrade"), tmp_path / "prepared",
                    tmp_path / "external")
     res = evaluate_method("bicubic", tmp_path / "prepared", tmp_path / "degraded", out_dir=tmp_path / "m", scale=4,
                           external_dir=tmp_path / "external")
@@ -167,15 +165,23 @@ def _params(**train):
 
 
 def _train(tmp_path, data, params, name="mse-NN", tag="run"):
-    out = tmp_path / tag
-    summary = train_model(name, params, *data, model_path=out / f"{name}.keras", live_dir=out / "live",
-                          summary_path=out / "summary.json", scratch_dir=out / "scratch")
-    return out / f"{name}.keras", summary
+    """Train with tmp_path as the run root (its init/ holds the train.init models) and outputs in tmp_path/tag."""
+    import dataclasses
+
+    from cardiac_sr.card import Card
+    from cardiac_sr.params import Params
+    from cardiac_sr.train import train_model
+
+    from conftest import tiny_run
+
+    p = Params.of(params)
+    run = dataclasses.replace(tiny_run(tmp_path / tag, name), root=tmp_path)
+    summary = train_model(name, p.train_for(name), Card.for_training(name, p.degrade, p.prepare), *data, run)
+    return run.model, summary
 
 
-def test_train_init_starts_from_the_given_model(tmp_path, tiny_data, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # init/ is relative to the project root
-    (tmp_path / "init").mkdir()
+def test_train_init_starts_from_the_given_model(tmp_path, tiny_data):
+    (tmp_path / "init").mkdir()  # init/ is in the run root (the repository, for the stage), wherever the cwd is
     # an init model with non-trivial weights (the output conv is zero-initialised in a fresh model)
     cfg = dict(TINY_TRAIN)
     src = build_generator(**generator_kwargs(Train.of(cfg, "train"), "NN", 4), name="mse-NN")
@@ -192,21 +198,19 @@ def test_train_init_starts_from_the_given_model(tmp_path, tiny_data, monkeypatch
     assert any(not np.array_equal(a, b) for a, b in zip(load_generator(path).get_weights(), src.get_weights()))
 
 
-def test_train_init_is_part_of_the_resume_fingerprint(tmp_path, tiny_data, monkeypatch):
+def test_train_init_is_part_of_the_resume_fingerprint(tmp_path, tiny_data):
     from cardiac_sr.train import fingerprint, init_path
 
-    monkeypatch.chdir(tmp_path)
     (tmp_path / "init").mkdir()
     f = tmp_path / "init" / "m.keras"
     f.write_bytes(b"one")
     cfg = Train.of({**TINY_TRAIN, "init": "init/m.keras"}, "train")
-    a = fingerprint(cfg.as_dict(), [init_path(cfg, "mse-NN")])
+    a = fingerprint(cfg.as_dict(), [init_path(cfg, "mse-NN", tmp_path)])
     f.write_bytes(b"two")
-    assert fingerprint(cfg.as_dict(), [init_path(cfg, "mse-NN")]) != a
+    assert fingerprint(cfg.as_dict(), [init_path(cfg, "mse-NN", tmp_path)]) != a
 
 
-def test_train_init_errors(tmp_path, tiny_data, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_train_init_errors(tmp_path, tiny_data):
     (tmp_path / "init").mkdir()
     build_generator(**generator_kwargs(Train.of(TINY_TRAIN, "train"), "TS", 4), name="mse-TS").save(tmp_path / "init" / "ts.keras")
     with pytest.raises(CardiacSRError, match="architecture does not match mse-NN"):
@@ -234,39 +238,3 @@ def test_training_without_val_data(tmp_path, tiny_data):
     path, summary = _train(tmp_path, (p2, d2), _params())
     assert path.is_file() and summary["val_bicubic_psnr"] is None
     assert "val_psnr" not in summary["final"] and "loss" in summary["final"]
-
-
-# ----------------------------------------------------------------------------- scripts/real_crossval.py
-
-def test_crossval_trains_on_each_study_and_tests_on_the_other(tmp_path, external_nifti, monkeypatch):
-    """The README's train-on-one-study experiment, on two tiny NIfTI studies with tiny params."""
-    import runpy
-
-    import yaml
-
-    from conftest import ROOT
-
-    params = {"prepare": dict(TINY_PREPARE), "degrade": dict(TINY_DEGRADE), "models": {},
-              "train": {**TINY_TRAIN, "epochs": 1, "steps_per_epoch": 2}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    init = build_generator(**generator_kwargs(Train.of(TINY_TRAIN, "train"), "NN", 4), name="mse-NN")
-    rng = np.random.default_rng(1)
-    init.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in init.get_weights()])
-    init.save(tmp_path / "start.keras")
-    crossval = runpy.run_path(str(ROOT / "scripts" / "real_crossval.py"))
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "docs" / "xval.md"
-    rc = crossval["main"]([str(external_nifti), "--source", "nifti", "--init", "start.keras", "--work", "work",
-                           "--out", str(out), "--self-ensemble"])
-    assert rc == 0 and Path.cwd() == tmp_path  # back where it started
-    rows = json.loads(out.with_suffix(".json").read_text())
-    assert [(r["train"], r["test"], r["start"]) for r in rows] == [
-        ("ext0", "ext1", "scratch"), ("ext0", "ext1", "init"), ("ext1", "ext0", "scratch"), ("ext1", "ext0", "init")]
-    for r in rows:
-        assert r["slices"] == 2 and r["psnr_gain"] == pytest.approx(r["psnr"] - r["psnr_bicubic"])
-        assert r["psnr_gain_ensemble"] != pytest.approx(r["psnr_gain"], abs=1e-4)  # the mean of 8 passes, not one
-    assert rows[0]["psnr_bicubic"] == rows[1]["psnr_bicubic"] != rows[2]["psnr_bicubic"]
-    assert rows[0]["psnr"] != rows[1]["psnr"]  # the two starts give different models
-    md = out.read_text()
-    assert md.count("\n| ext") == 4 and "fine-tuned from start.keras" in md and "self-ensemble (dB)" in md
-    assert crossval["main"]([str(tmp_path / "nowhere"), "--source", "nifti"]) == 2  # a clear error, no traceback

@@ -14,18 +14,16 @@ from cardiac_sr.degradation import blur_bicubic
 from cardiac_sr.errors import CardiacSRError, Interrupted
 from cardiac_sr.models import load_generator
 from cardiac_sr.names import split_model_name
-from cardiac_sr.train import model_config, patch_dataset, train_model
+from cardiac_sr.params import Params
+from cardiac_sr.train import patch_dataset
 
-from conftest import ROOT, TINY_TRAIN
+from conftest import ROOT, TINY_TRAIN, train_tiny
 
 
 def _train(tmp_path, tiny_data, params, name="mse-TS", tag="run"):
     prepared, degraded = tiny_data
     out = tmp_path / tag
-    summary = train_model(name, params, prepared, degraded, model_path=out / f"{name}.keras",
-                          live_dir=out / "dvclive" / name, summary_path=out / "summary.json",
-                          scratch_dir=out / "scratch")
-    return out, summary
+    return out, train_tiny(name, params, prepared, degraded, out)
 
 
 def _weights(path):
@@ -176,18 +174,15 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
-        from conftest import TINY_DEGRADE, TINY_TRAIN
-        from cardiac_sr.train import train_model
+        from conftest import TINY_DEGRADE, TINY_TRAIN, train_tiny
         params = {{"degrade": TINY_DEGRADE, "train": dict(TINY_TRAIN, strategy="mirrored", epochs=1)}}
-        s = train_model("mse-NN", params, {str(prepared)!r}, {str(degraded)!r},
-                        model_path={str(tmp_path / 'm.keras')!r}, live_dir={str(tmp_path / 'live')!r},
-                        summary_path={str(tmp_path / 's.json')!r}, scratch_dir={str(tmp_path / 'scratch')!r})
+        train_tiny("mse-NN", params, {str(prepared)!r}, {str(degraded)!r}, {str(tmp_path)!r})
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MirroredStrategy, 2 replica(s)" in proc.stderr
-    assert (tmp_path / "m.keras").is_file()
+    assert (tmp_path / "mse-NN.keras").is_file()
 
 
 _WORKER = textwrap.dedent("""
@@ -195,10 +190,10 @@ _WORKER = textwrap.dedent("""
     logging.basicConfig(level=logging.INFO)
     from cardiac_sr.runtime import start_tensorflow
     start_tensorflow()
-    from cardiac_sr.train import train_model
-    params, prepared, degraded, out = json.loads(sys.argv[1]), *sys.argv[2:]
-    train_model("mse-TS", params, prepared, degraded, model_path=f"{out}/mse-TS.keras",
-                live_dir=f"{out}/dvclive", summary_path=f"{out}/summary.json", scratch_dir=f"{out}/scratch")
+    sys.path.insert(0, sys.argv[5])
+    from conftest import train_tiny
+    params, prepared, degraded, out = json.loads(sys.argv[1]), *sys.argv[2:5]
+    train_tiny("mse-TS", params, prepared, degraded, out)
 """)
 
 
@@ -226,14 +221,14 @@ def test_multiworker_training_on_two_local_workers(tmp_path, tiny_data, tiny_par
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
                                                      "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(params), *map(str, tiny_data),
-                                       str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                                       str(out), str(ROOT / "tests")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     assert "num_workers = 2" in logs[0] and "2 replica(s)" in logs[0]
     chief, other = _weights(out / "mse-TS.keras"), _weights(out / "scratch" / "mse-TS.worker1" / "mse-TS.keras")
     for a, b in zip(chief, other, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert (out / "dvclive" / "metrics.json").is_file() and json.loads((out / "summary.json").read_text())["epochs"] == 2
+    assert (out / "dvclive" / "mse-TS" / "metrics.json").is_file() and json.loads((out / "summary.json").read_text())["epochs"] == 2
     single, _ = _train(tmp_path, tiny_data, tiny_params, tag="single")
     for a, b in zip(chief, _weights(single / "mse-TS.keras"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # the sum of two half-batch gradients: round-off only
@@ -266,14 +261,14 @@ def test_config_errors(tiny_params):
         split_model_name("mse-XX")
     del tiny_params["train"]["epochs"]
     with pytest.raises(CardiacSRError, match="train.epochs"):
-        model_config(tiny_params, "mse-TS")
+        Params.of(tiny_params)
     tiny_params["train"]["epochs"] = 1
     tiny_params["train"]["patch_size"] = 30
-    with pytest.raises(CardiacSRError, match="multiple of"):
-        model_config(tiny_params, "mse-TS")
+    with pytest.raises(CardiacSRError, match="multiple of"):  # refused before any data is read
+        train_tiny("mse-TS", tiny_params, "nowhere", "nowhere", "nowhere")
     tiny_params["train"]["patch_size"] = 32
     tiny_params["models"] = {"mse-TS": {"epochs": 7}}
-    assert model_config(tiny_params, "mse-TS")[0].epochs == 7
+    assert Params.of(tiny_params).train_for("mse-TS").epochs == 7
 
 
 def test_gpu_profile_code_path_runs_on_cpu(tmp_path, tiny_data, tiny_params):
@@ -308,11 +303,11 @@ def test_bad_numeric_train_params_are_refused_before_training(tiny_params, key, 
     """steps_per_epoch 0 used to hang, epochs 0 to publish an untrained model, batch_size 0 to crash in TF."""
     tiny_params["train"][key] = value
     with pytest.raises(CardiacSRError, match=message):
-        model_config(tiny_params, "mse-TS")
+        Params.of(tiny_params)
     tiny_params["train"][key] = TINY_TRAIN[key]
     tiny_params["models"] = {"mse-TS": {key: value}}  # a per-model override is named as such
     with pytest.raises(CardiacSRError, match=message.replace("train.", "models.mse-TS.")):
-        model_config(tiny_params, "mse-TS")
+        Params.of(tiny_params)
 
 
 def test_ctrl_c_in_training_says_which_checkpoint_is_kept(tmp_path, tiny_data, tiny_params, monkeypatch):

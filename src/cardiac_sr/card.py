@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import CardiacSRError
 from .names import DEFAULT_DEGRADATION, DEFAULT_PERCENTILE
-from .params import Degrade, check_percentile
+from .params import Degrade, Prepare, check_percentile
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ class Card:
     degradation: Degrade
     training_data: dict | None = None
     on_file: bool = True
+
+    @classmethod
+    def for_training(cls, name: str, degrade: Degrade, prepare: Prepare | None) -> "Card":
+        """The card ``train`` writes into model ``name``: the scale and degradation it learnt, the
+        normalisation and the source of its data (a model trained on arrays of one's own, without a
+        ``prepare`` section, gets the default percentile and no source)."""
+        return cls(name, degrade.scale, prepare.percentile if prepare else DEFAULT_PERCENTILE, degrade,
+                   {"source": prepare.source if prepare else None, "path": prepare.path if prepare else None})
 
     def to_json(self) -> dict:
         """The card as stored in the file."""

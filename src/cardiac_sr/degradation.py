@@ -119,22 +119,19 @@ def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) 
     return np.sqrt((image + n[0]) ** 2 + n[1] ** 2)
 
 
-def degrade_image(hr: np.ndarray, params: Degrade | dict) -> np.ndarray:
-    """One HR image -> LR with the ``degrade`` params (a :class:`~cardiac_sr.params.Degrade` or its
-    mapping; noise excluded)."""
-    deg = Degrade.of(params, "degrade")
-    if deg.method == "kspace":
-        return kspace_downsample(hr, deg.scale, deg.window)
-    return blur_bicubic(hr, deg.scale, deg.blur_sigma)
+def degrade_image(hr: np.ndarray, params: Degrade) -> np.ndarray:
+    """One HR image -> LR with the ``degrade`` params (noise excluded)."""
+    if params.method == "kspace":
+        return kspace_downsample(hr, params.scale, params.window)
+    return blur_bicubic(hr, params.scale, params.blur_sigma)
 
 
-def degrade_slices(hr, params: Degrade | dict, rng: np.random.Generator, lr_out, up_out, name: str = "",
+def degrade_slices(hr, params: Degrade, rng: np.random.Generator, lr_out, up_out, name: str = "",
                    chunk: int = 256) -> None:
     """HR slices (N, H, W), a NumPy or sharded array, -> LR (N, H/s, W/s) in [0, 1] and their bicubic
     baseline (N, H, W), float32, appended chunk by chunk to ``lr_out`` and ``up_out`` (anything with an
     ``append(array)`` method, such as :class:`cardiac_sr.dataset.ShardWriter`): memory stays bounded by
     ``chunk`` slices.  The noise is drawn slice after slice from ``rng``, whatever the chunk size."""
-    params = Degrade.of(params, "degrade")
     scale, sigma_noise = params.scale, params.noise_sigma
     n, h, w = hr.shape
     _check_scale(hr.shape, scale)

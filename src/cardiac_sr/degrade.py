@@ -22,9 +22,8 @@ from .fileio import atomic_dir
 from .params import Degrade
 
 
-def degrade(params: Degrade | dict, prepared_dir: str | Path, out_dir: str | Path) -> dict:
+def degrade(params: Degrade, prepared_dir: str | Path, out_dir: str | Path) -> dict:
     """Run the degrade stage on every split of a prepared dataset."""
-    params = Degrade.of(params, "degrade")
     rng = np.random.default_rng(params.seed)
     info = {"method": params.method, "scale": params.scale, "noise_sigma": params.noise_sigma, "shapes": {}}
     with atomic_dir(out_dir) as tmp:

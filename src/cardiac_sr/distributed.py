@@ -16,6 +16,7 @@ model, the checkpoints and the dvclive logs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -46,6 +47,20 @@ def worker_task() -> tuple[int, int]:
     if not 0 <= index < len(workers):
         raise CardiacSRError(f"TF_CONFIG: task index {index} is not one of the {len(workers)} workers")
     return index, len(workers)
+
+
+def worker_run(run, name: str, strategy: str):
+    """(this worker's index, where it writes): worker 0 of a ``multiworker`` cluster (the chief), or the one
+    process of any other strategy, writes ``run``'s outputs; the other workers keep their model, logs and
+    summary next to the chief's checkpoint (``scratch/train/<name>.worker<N>/``) and read its checkpoint."""
+    if strategy != "multiworker":
+        return 0, run
+    worker = worker_task()[0]
+    if not worker:
+        return 0, run
+    own = run.checkpoint.parent / f"{name}.worker{worker}"
+    return worker, dataclasses.replace(run, model=own / f"{name}.keras", live=own / "dvclive",
+                                       summary=own / "summary.json")
 
 
 def fit_multiworker(model, loss, strategy, make_dataset, epochs: int, initial_epoch: int, steps_per_epoch: int,

@@ -30,12 +30,10 @@ from .params import Degrade, External, Prepare
 from .readers import scan_studies
 
 
-def build_external(external: External | dict | None, prep: Prepare | dict, degrade: Degrade | dict,
+def build_external(cfg: External | None, prep: Prepare, degrade: Degrade,
                    prepared_dir: str | Path, out_dir: str | Path) -> dict:
     """Write the external test set (or an empty one when ``external`` is off), one study in memory at a
     time; returns its info."""
-    cfg = None if external is None else External.of(external, "evaluate.external")
-    prep, degrade = Prepare.of(prep, "prepare"), Degrade.of(degrade, "degrade")
     scanned = []
     if cfg is not None:
         scanned = scan_studies(cfg.source, cfg.path, contours=cfg.contours, strict=cfg.strict)

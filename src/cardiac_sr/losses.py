@@ -154,10 +154,10 @@ class PerceptualLoss(keras.losses.Loss):
                 "pixel_weight": self.pixel_weight}
 
 
-def make_loss(name: str, cfg: Perceptual | dict | None = None) -> keras.losses.Loss:
+def make_loss(name: str, cfg: Perceptual = Perceptual()) -> keras.losses.Loss:
     """A loss *object* (never a string) from ``loss`` and the ``train.perceptual`` params."""
     choice(name, LOSSES, "loss")
-    return LOSS_BUILDERS[name](Perceptual.of(cfg or {}, "train.perceptual"))
+    return LOSS_BUILDERS[name](cfg)
 
 
 def _perceptual(cfg: Perceptual) -> PerceptualLoss:

@@ -7,9 +7,11 @@ metadata says what it accepts (an integer or a number within bounds, one of a
 few names, a string, a flag, a list of names, a nested section) and its default
 (none: the key is required).  :func:`load_params` checks the whole file against
 them, so a typo (``learning_rate: abc``, ``batch_size: 0``, ``methd: kspace``)
-is one line naming the key before any work; the stages and the library then
-read their section with :func:`section` (or ``Degrade.of(...)``) and use typed
-attributes, never ``.get`` with a default of their own.
+is one line naming the key before any work.  It returns :class:`Params`, the
+whole file typed: a stage reads it once and hands the library the sections it
+needs (``params.degrade``, ``params.train_for("mse-NN")``); the library takes
+typed sections only and reads their attributes, never ``.get`` with a default
+of its own.
 """
 
 from __future__ import annotations
@@ -151,10 +153,8 @@ class Section:
 
     @classmethod
     def of(cls, value: Any, key: str, source: str = "params.yaml"):
-        """``value`` (a mapping from params.yaml, or already this section) as this section; unknown,
+        """``value`` (a mapping from params.yaml) as this section; unknown,
         missing or bad keys are one-line errors naming ``key.<name>``."""
-        if isinstance(value, cls):
-            return value
         if not isinstance(value, Mapping):
             raise CardiacSRError(f"{source}: '{key}' must be a mapping of params, got {value!r}")
         known = {f.name: f for f in dataclasses.fields(cls)}
@@ -278,7 +278,63 @@ TOP_LEVEL = {"loss": LOSSES, "upsampling": UPSAMPLINGS}
 
 # ----------------------------------------------------------------------------- the file
 
-def load_params(path: str | Path = "params.yaml") -> dict:
+@dataclass(frozen=True)
+class Params:
+    """params.yaml, checked and typed once (:func:`load_params`); the stages hand its sections down.
+
+    ``prepare``, ``degrade`` and ``train`` are None where the file has no such section; ``evaluate`` is its
+    defaults then.  :meth:`train_for` is one model's ``train`` section with its ``models.<name>`` entry on
+    top; ``loss`` and ``upsampling`` name the model the ``select`` stage publishes."""
+    prepare: Prepare | None
+    degrade: Degrade | None
+    train: Train | None
+    evaluate: Evaluate
+    loss: str | None = None
+    upsampling: str | None = None
+    models: dict = field(default_factory=dict)  # model name -> its Train section (every model when train is set)
+
+    @classmethod
+    def of(cls, data: Mapping, source: str = "params.yaml") -> "Params":
+        """Check the sections present in ``data`` (the stages say which ones they need), each model's
+        ``models.<name>`` overrides and the top-level ``loss``/``upsampling``."""
+        if not isinstance(data, Mapping):
+            raise CardiacSRError(f"{source}: expected a mapping of params at the top level")
+        for key, allowed in TOP_LEVEL.items():
+            if data.get(key) is not None:
+                choice(data[key], allowed, key, source)
+        typed = {key: (cls_.of(data[key] or {}, key, source) if key in data else None)
+                 for key, cls_ in SECTIONS.items()}
+        models = {}
+        if "train" in data:
+            overrides = data.get("models") or {}
+            if not isinstance(overrides, Mapping):
+                raise CardiacSRError(f"{source}: 'models' must be a mapping of model names, got {overrides!r}")
+            for name in overrides:
+                choice(name, MODEL_NAMES, "models", source)
+            models = {name: _train_section(data, name, source) for name in MODEL_NAMES}
+        return cls(prepare=typed["prepare"], degrade=typed["degrade"], train=typed["train"],
+                   evaluate=typed["evaluate"] or Evaluate(), loss=data.get("loss"), upsampling=data.get("upsampling"),
+                   models=models)
+
+    def train_for(self, name: str) -> Train:
+        """Model ``name``'s train params: ``train`` with its own ``models.<name>`` entry on top."""
+        choice(name, MODEL_NAMES, "model name")
+        if self.train is None:
+            raise CardiacSRError("params.yaml: missing param 'train'")
+        return self.models[name]
+
+    def need(self, *keys: str):
+        """The sections ``keys`` (one or a tuple), each an error naming it when the file has none."""
+        out = []
+        for key in keys:
+            value = getattr(self, key)
+            if value is None:
+                raise CardiacSRError(f"params.yaml: missing param '{key}'")
+            out.append(value)
+        return out[0] if len(out) == 1 else tuple(out)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
     """Load the params file and check every section; a missing, malformed or bad file is a clear error."""
     path = Path(path)
     if not path.is_file():
@@ -287,45 +343,18 @@ def load_params(path: str | Path = "params.yaml") -> dict:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise CardiacSRError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CardiacSRError(f"{path}: expected a mapping of params at the top level")
-    check_params(data, source=str(path))
-    return data
+    return Params.of(data, source=str(path))
 
 
-def check_params(params: dict, source: str = "params.yaml") -> None:
-    """Check every section that is present (the stages say which ones they need), each model's
-    ``models.<name>`` overrides and the top-level ``loss``/``upsampling``."""
-    for key, allowed in TOP_LEVEL.items():
-        if key in params:
-            choice(params[key], allowed, key, source)
-    for key, cls in SECTIONS.items():
-        if key in params:
-            cls.of(params[key] if params[key] is not None else {}, key, source)
-    if "train" in params:
-        for name in (params.get("models") or {}):
-            train_section(params, name, source)
-
-
-def section(params: dict, key: str, source: str = "params.yaml"):
-    """The typed section ``key`` (prepare, degrade, train, evaluate) of a params mapping; an absent
-    section is its defaults, or an error naming its first required key."""
-    return SECTIONS[key].of(params.get(key) or {}, key, source)
-
-
-def train_section(params: dict, name: str, source: str = "params.yaml") -> Train:
+def _train_section(params: Mapping, name: str, source: str) -> Train:
     """The ``train`` section with model ``name``'s own ``models.<name>`` entry on top; an error names the
     key where the bad value was written."""
-    models = params.get("models") or {}
-    if not isinstance(models, dict):
-        raise CardiacSRError(f"{source}: 'models' must be a mapping of model names, got {models!r}")
-    choice(name, MODEL_NAMES, "models", source)
-    own = models.get(name) or {}
+    own = (params.get("models") or {}).get(name) or {}
     if not isinstance(own, dict):
         raise CardiacSRError(f"{source}: 'models.{name}' must be a mapping of train params, got {own!r}")
     shared = params.get("train")
     if not isinstance(shared, dict):
-        raise CardiacSRError(f"{source}: missing param 'train'")
+        raise CardiacSRError(f"{source}: 'train' must be a mapping of params, got {shared!r}")
     _check_partial(own, f"models.{name}", source)
     merged = {**shared, **own}
     if isinstance(shared.get("perceptual"), dict) and isinstance(own.get("perceptual"), dict):

@@ -206,12 +206,11 @@ def iter_studies(prep: Prepare, scanned: list | None = None, keep: set[str] | No
     yield from phantom_studies(ph.patients, prep.seed, _phantom_configs(cfg, prep), workers=prep.workers)
 
 
-def prepare(prep: Prepare | dict, scale: int, out_dir: str | Path, allow_empty_test: bool = False) -> dict:
+def prepare(prep: Prepare, scale: int, out_dir: str | Path, allow_empty_test: bool = False) -> dict:
     """Run the prepare stage with the ``prepare`` params; returns the info written to info.json.
 
     ``allow_empty_test``: the test split may be empty (an external test set is scored instead).
     """
-    prep = Prepare.of(prep, "prepare")
     if prep.hr_size % scale:
         raise CardiacSRError(f"prepare.hr_size {prep.hr_size} must be a multiple of degrade.scale {scale}")
     scanned = scan(prep)

@@ -25,7 +25,7 @@ import numpy as np
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
 from .names import EXTERNAL, LOSSES, MODEL_NAMES, SEED_NAMES, UPSAMPLINGS, split_model_name, timings_file
-from .params import section
+from .params import Degrade, Params
 
 # (key, column title, format) of the table
 COLUMNS = [
@@ -128,10 +128,10 @@ def _gain_cell(row: dict, key: str) -> str:
     return f"{gain:+.2f}" + (" (does **not** beat bicubic)" if model and gain <= 0 else "")
 
 
-def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
+def write_table(params: Params, metrics_dir="metrics") -> list[dict]:
     """Write ``table.md`` and ``table.csv`` from the per-method metrics."""
-    deg, tr = section(params, "degrade"), section(params, "train")
-    source = section(params, "prepare").source if params.get("prepare") else "?"
+    deg, tr = params.need("degrade", "train")
+    source = params.prepare.source if params.prepare else "?"
     rows = table_rows(table_methods(deg.method), metrics_dir)
     header = (f"Test split: {rows[0]['slices']} slices of {rows[0]['patients']} patients "
               f"(source: {source}), degradation {deg.method} x{deg.scale}. Mean ± std over slices; intensities in [0, 1], "
@@ -144,7 +144,7 @@ def write_table(params: dict, metrics_dir="metrics") -> list[dict]:
               f"{tr.global_skip}, up_init {tr.up_init}. Machine: {platform.machine()}, "
               f"{_cpu_count()} CPU cores. 95 % intervals over patients: metrics/models/<method>.json.\n")
     if "ext_psnr" in rows[0]:
-        ext = section(params, "evaluate").external
+        ext = params.evaluate.external
         header += (f"\nExternal test set (ext.): {rows[0]['ext_slices']} slices of {rows[0]['ext_patients']} "
                    f"patients from {ext.source if ext else None} data at {ext.path if ext else None}, prepared and degraded like the "
                    f"test split, never trained on.\n")
@@ -173,9 +173,8 @@ def _cpu_count() -> int:
 
 # ----------------------------------------------------------------------------- select / compare
 
-def select_model(params: dict, models_dir="models", metrics_dir="metrics") -> dict:
+def select_model(loss: str | None, up: str | None, models_dir="models", metrics_dir="metrics") -> dict:
     """Publish the model chosen by the top-level params ``loss`` and ``upsampling``."""
-    loss, up = params.get("loss"), params.get("upsampling")
     for key, value, valid in (("loss", loss, LOSSES), ("upsampling", up, UPSAMPLINGS)):
         if value not in valid:
             raise CardiacSRError(
@@ -222,7 +221,7 @@ def compare(a: str, b: str, metrics_dir="metrics") -> str:
 
 # ----------------------------------------------------------------------------- figures
 
-def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded", models_dir="models",
+def write_figures(deg: Degrade, prepared_dir="data/prepared", degraded_dir="data/degraded", models_dir="models",
                   metrics_dir="metrics", live_root="dvclive", out_dir="metrics/plots",
                   external_dir="data/external") -> list[Path]:
     """Training curves, PSNR distributions and the comparison panel, as PNGs."""
@@ -262,7 +261,6 @@ def write_figures(params: dict, prepared_dir="data/prepared", degraded_dir="data
     written.append(_save(fig, out_dir / "training_curves.png"))
 
     # 2. PSNR distributions over test slices
-    deg = section(params, "degrade")
     methods = table_methods(deg.method)
     psnrs = {}  # split -> method -> PSNR per slice
     for m in methods:

@@ -27,30 +27,20 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .card import Card
 from .dataset import load_pairs
-from .distributed import fit_multiworker, worker_task
+from .distributed import fit_multiworker
 from .errors import CardiacSRError, Interrupted
 from .fileio import atomic_file, write_json
-from .names import DEFAULT_PERCENTILE, split_model_name, timings_file
-from .params import Train, section, train_section
+from .names import METRICS_DIR, MODELS_DIR, split_model_name, timings_file
+from .params import Train
 
 log = logging.getLogger(__name__)
-
-def model_config(params: dict, name: str) -> tuple[Train, int]:
-    """Model ``name``'s train params (``train`` with its own ``models.<name>`` entry on top) and the scale
-    (``degrade.scale``)."""
-    cfg = train_section(params, name)
-    scale = section(params, "degrade").scale
-    if cfg.patch_size % scale:
-        raise CardiacSRError(f"params.yaml: train.patch_size {cfg.patch_size} is not a multiple of "
-                             f"degrade.scale {scale}")
-    return cfg, scale
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -160,16 +150,38 @@ def make_strategy(name: str):
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-INIT_DIR = Path("init")  # where train.init models live: a dependency of every train stage in dvc.yaml
+@dataclass(frozen=True)
+class RunDir:
+    """Where one model's training run reads and writes, all under one ``root`` (the repository, for the
+    DVC stage): the published model, its dvclive folder, its summary (and timings) and its checkpoint;
+    a ``train.init`` model must be a file in ``root/init/``."""
+    root: Path
+    model: Path
+    live: Path
+    summary: Path
+    checkpoint: Path
+
+    @classmethod
+    def under(cls, root: str | Path, name: str, models_dir: str | Path | None = None) -> "RunDir":
+        """The pipeline's layout under ``root``: models/<name>.keras (or ``models_dir``), dvclive/<name>/,
+        metrics/train/<name>.json, scratch/train/<name>/."""
+        root = Path(root)
+        return cls(root, Path(models_dir if models_dir is not None else root / MODELS_DIR) / f"{name}.keras",
+                   root / "dvclive" / name, root / METRICS_DIR / "train" / f"{name}.json",
+                   root / "scratch" / "train" / name)
 
 
-def init_path(cfg: Train, name: str) -> Path | None:
+INIT_DIR = "init"  # where train.init models live (under the run root): a dependency of every train stage in dvc.yaml
+
+
+def init_path(cfg: Train, name: str, root: str | Path = ".") -> Path | None:
     """The ``train.init`` generator to start from (``{model}`` is replaced by the model name), or None."""
     if cfg.init in (None, "", "none"):
         return None
-    path = Path(cfg.init.replace("{model}", name))
-    if INIT_DIR.resolve() not in path.resolve().parents:
-        raise CardiacSRError(f"params.yaml: train.init {str(path)!r} must be a file in {INIT_DIR}/ (a dependency of "
+    path = Path(root) / cfg.init.replace("{model}", name)
+    folder = Path(root) / INIT_DIR
+    if folder.resolve() not in path.resolve().parents:
+        raise CardiacSRError(f"params.yaml: train.init {cfg.init.replace('{model}', name)!r} must be a file in {INIT_DIR}/ (a dependency of "
                              f"the train stages, so DVC re-trains when it changes); copy the model there first")
     if not path.is_file():
         raise CardiacSRError(f"train.init {path}: file not found")
@@ -216,62 +228,21 @@ def fingerprint(cfg: dict, files: list[Path]) -> str:
 def _bicubic_psnr(lr: np.ndarray, hr: np.ndarray, scale: int) -> float:
     """The bicubic baseline's mean PSNR on the same val slices as val_psnr (for comparison in the logs)."""
     from .degradation import upsample_bicubic
-    from .metrics import psnr
+    from .metrics import image_scores
 
-    return float(np.mean([psnr(h, upsample_bicubic(x, scale)) for x, h in zip(lr, hr)]))
-
-
-# ----------------------------------------------------------------------------- the stage
-
-def model_card(name: str, params: dict) -> Card:
-    """What inference needs to use this model as it was trained (:class:`cardiac_sr.card.Card`).
-
-    Params without a ``prepare`` section (a model trained on arrays of one's own) get the default
-    normalisation percentile and no training data source."""
-    deg = section(params, "degrade")
-    prep = section(params, "prepare") if params.get("prepare") else None
-    return Card(name, deg.scale, prep.percentile if prep else DEFAULT_PERCENTILE, deg,
-                {"source": prep.source if prep else None, "path": prep.path if prep else None})
+    return float(np.mean([image_scores(h, upsample_bicubic(x, scale))["psnr"] for x, h in zip(lr, hr, strict=True)]))
 
 
-def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_dir="data/degraded",
-                model_path=None, live_dir=None, summary_path=None, scratch_dir="scratch/train") -> dict:
-    """Train one of the four models; write the ``.keras`` file and dvclive logs; return a summary."""
+# ----------------------------------------------------------------------------- the stage, in steps
+
+def build(name: str, cfg: Train, scale: int, strategy):
+    """Build and compile the generator in ``strategy``'s scope (keras-io's visible compile)."""
     import keras
-    from dvclive import Live
-    from dvclive.keras import DVCLiveCallback
 
-    from .callbacks import (Checkpoint, NonFiniteLoss, Progress, StopOnNonFinite, Validation, checkpoint_state,
-                            fmt_time, restore_checkpoint)
     from .losses import make_loss
-    from .models import build_generator, generator_kwargs, save_generator
+    from .models import build_generator, generator_kwargs
 
     loss_name, upsampling = split_model_name(name)
-    cfg, scale = model_config(params, name)
-    model_path = Path(model_path or f"models/{name}.keras")
-    live_dir = Path(live_dir or f"dvclive/{name}")
-    ckpt_dir = Path(scratch_dir) / name
-    worker = 0  # multiworker: this machine's index in TF_CONFIG; worker 0 (the chief) writes the outputs
-    if cfg.strategy == "multiworker":
-        worker = worker_task()[0]
-        if worker:  # the other workers keep their model and logs next to the chief's checkpoint
-            own = Path(scratch_dir) / f"{name}.worker{worker}"
-            model_path, live_dir, summary_path = own / f"{name}.keras", own / "dvclive", own / "summary.json"
-    configure_runtime(cfg)
-
-    hr, lr = load_pairs(prepared_dir, degraded_dir, "train")
-    vhr, vlr = load_pairs(prepared_dir, degraded_dir, "val")
-    if not len(hr):
-        raise CardiacSRError(f"{prepared_dir}: the train split is empty; name training patients in prepare.split")
-    has_val = len(vhr) > 0
-    if not has_val:
-        log.warning("%s: the val split is empty, so this run reports no validation loss or PSNR", name)
-    vsel = np.linspace(0, len(vhr) - 1, min(cfg.val_slices, len(vhr))).astype(int)
-    init = init_path(cfg, name)
-    fp = fingerprint({"name": name, "scale": scale, **cfg.as_dict()}, hr.files + lr.files + ([init] if init else [])
-                     + CODE_FILES)
-
-    strategy = make_strategy(cfg.strategy)
     with strategy.scope():
         model = build_generator(**generator_kwargs(cfg, upsampling, scale), name=name)
         loss = make_loss(loss_name, cfg.perceptual)
@@ -280,88 +251,149 @@ def train_model(name: str, params: dict, prepared_dir="data/prepared", degraded_
         optimizer = keras.optimizers.Adam(cfg.learning_rate, use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
         model.compile(optimizer=optimizer, loss=loss, jit_compile=cfg.jit_compile)
         model.optimizer.build(model.trainable_variables)
-    n_params = int(model.count_params())
+    return model, loss
 
-    epochs, spe, bs = cfg.epochs, cfg.steps_per_epoch, cfg.batch_size
-    live_dir.parent.mkdir(parents=True, exist_ok=True)
-    state = checkpoint_state(ckpt_dir)
-    if state.get("epochs_done", 0) >= epochs and not model_path.exists():
+
+def resume_or_init(model, run: RunDir, fp: str, epochs: int, init: Path | None) -> int:
+    """Continue from the run's checkpoint when its fingerprint matches (returns the epochs already done),
+    else start over from ``init``'s weights or the random ones (returns 0)."""
+    from .callbacks import checkpoint_state, restore_checkpoint
+
+    name = model.name
+    if checkpoint_state(run.checkpoint).get("epochs_done", 0) >= epochs and not run.model.exists():
         # `dvc repro` removes a stage's outputs before it runs, so a complete checkpoint without its model
         # means the user asked for this run (`dvc repro --force`): train again from scratch.
         log.info("%s: the checkpoint holds all %d epochs but %s is absent (dvc repro --force?): training "
-                 "from scratch", name, epochs, model_path)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    start = restore_checkpoint(ckpt_dir, model, live_dir, fp)
+                 "from scratch", name, epochs, run.model)
+        shutil.rmtree(run.checkpoint, ignore_errors=True)
+    start = restore_checkpoint(run.checkpoint, model, run.live, fp)
     if start:
         log.info("%s: resuming from the checkpoint after epoch %d of %d", name, start, epochs)
     else:
-        shutil.rmtree(live_dir, ignore_errors=True)
+        shutil.rmtree(run.live, ignore_errors=True)
         if init:
             initialise_from(model, init)
             log.info("%s: starting from the weights of %s (train.init)", name, init)
-    log.info("%s: %d parameters, %d epochs x %d steps x batch %d, patches %d px, strategy %s, %d replica(s)",
-             name, n_params, epochs, spe, bs, cfg.patch_size, type(strategy).__name__,
-             strategy.num_replicas_in_sync)
+    return start
 
-    seed = cfg.seed
-    train_ds = patch_dataset(hr, lr, scale, cfg.patch_size, bs, seed, start_step=start * spe)
-    val_ds = patch_dataset(vhr, vlr, scale, cfg.patch_size, bs, seed + 1, 0, cfg.val_batches).cache() if has_val else None
+
+def fit(model, loss, strategy, cfg: Train, scale: int, data: dict, run: RunDir, fp: str, start: int,
+        chief: bool) -> tuple[dict, list[float]]:
+    """Train epochs ``start + 1 .. cfg.epochs`` with validation, progress, dvclive logs and a checkpoint
+    after each epoch; returns the last epoch's logs and the epoch times.  An interrupt or a diverged loss
+    is one line saying what was kept."""
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    from .callbacks import Checkpoint, NonFiniteLoss, Progress, StopOnNonFinite, Validation, checkpoint_state
+
+    name, epochs, spe, bs = model.name, cfg.epochs, cfg.steps_per_epoch, cfg.batch_size
+    hr, lr, vhr, vlr, vsel = data["hr"], data["lr"], data["vhr"], data["vlr"], data["vsel"]
+    has_val = len(vhr) > 0
+    train_ds = patch_dataset(hr, lr, scale, cfg.patch_size, bs, cfg.seed, start_step=start * spe)
+    val_ds = (patch_dataset(vhr, vlr, scale, cfg.patch_size, bs, cfg.seed + 1, 0, cfg.val_batches).cache()
+              if has_val else None)
     stop_after = os.environ.get("CARDIAC_SR_STOP_AFTER_EPOCH")
-    live = Live(dir=str(live_dir), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
+    live = Live(dir=str(run.live), resume=bool(start), save_dvc_exp=False, dvcyaml=None, report=None)
     if start:
         live.step = start  # dvclive's resume leaves step 0 after one finished epoch; one step per epoch here
     progress = Progress(name, epochs, spe, start)
     callbacks = [StopOnNonFinite()] + ([Validation(vlr[vsel], vhr[vsel], scale)] if has_val else []) + [
-        progress, DVCLiveCallback(live=live),
-        Checkpoint(ckpt_dir, live_dir, fp, int(stop_after) if stop_after else None)]
-    if worker:  # the chief alone writes the checkpoint (validation stays: its inference is a collective op)
-        callbacks = callbacks[:-1]
-    t0 = time.time()
-    if start < epochs:
-        try:
-            if cfg.strategy == "multiworker":
-                history = fit_multiworker(
-                    model, loss, strategy, lambda parts: patch_dataset(hr, lr, scale, cfg.patch_size, bs, seed,
-                                                                       start_step=start * spe, parts=parts),
-                    epochs, start, spe, callbacks, list(val_ds) if has_val else None)
-            else:
-                history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
-                                    validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False).history
-        except (KeyboardInterrupt, NonFiniteLoss) as exc:
-            state = checkpoint_state(ckpt_dir)
-            done = state.get("epochs_done", 0) if state.get("fingerprint") == fp else 0
-            kept = (f"the checkpoint after epoch {done} of {epochs} is kept in {ckpt_dir}"
-                    if done else "no epoch had finished, nothing is kept")
-            if isinstance(exc, NonFiniteLoss):
-                raise CardiacSRError(f"{name}: training diverged: {exc} (learning rate {cfg.learning_rate}); "
-                                     f"no model was published; {kept}") from None
-            raise Interrupted(f"{name}: training interrupted; {kept}, re-run to resume" if done else
-                              f"{name}: training interrupted; {kept}") from None
-        final = {k: float(v[-1]) for k, v in history.items()}
-    else:  # a complete checkpoint and its model exist (a re-run by hand): report the last epoch's values
-        final = checkpoint_state(ckpt_dir).get("last_epoch", {})
+        progress, DVCLiveCallback(live=live)]
+    if chief:  # the chief alone writes the checkpoint (validation stays: its inference is a collective op)
+        callbacks.append(Checkpoint(run.checkpoint, run.live, fp, int(stop_after) if stop_after else None))
+    if start >= epochs:  # a complete checkpoint and its model exist (a re-run by hand): the last epoch's values
         model.optimizer.finalize_variable_values(model.trainable_variables)  # the moving average, as fit does
         live.end()
-    train_seconds = time.time() - t0
+        return checkpoint_state(run.checkpoint).get("last_epoch", {}), []
+    try:
+        if cfg.strategy == "multiworker":
+            history = fit_multiworker(
+                model, loss, strategy, lambda parts: patch_dataset(hr, lr, scale, cfg.patch_size, bs, cfg.seed,
+                                                                   start_step=start * spe, parts=parts),
+                epochs, start, spe, callbacks, list(val_ds) if has_val else None)
+        else:
+            history = model.fit(train_ds, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+                                validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False).history
+    except (KeyboardInterrupt, NonFiniteLoss) as exc:
+        state = checkpoint_state(run.checkpoint)
+        done = state.get("epochs_done", 0) if state.get("fingerprint") == fp else 0
+        kept = (f"the checkpoint after epoch {done} of {epochs} is kept in {run.checkpoint}"
+                if done else "no epoch had finished, nothing is kept")
+        if isinstance(exc, NonFiniteLoss):
+            raise CardiacSRError(f"{name}: training diverged: {exc} (learning rate {cfg.learning_rate}); "
+                                 f"no model was published; {kept}") from None
+        raise Interrupted(f"{name}: training interrupted; {kept}, re-run to resume" if done else
+                          f"{name}: training interrupted; {kept}") from None
+    return {k: float(v[-1]) for k, v in history.items()}, progress.epoch_seconds
 
-    # Publish a clean, uncompiled generator: no loss/optimiser inside, loads in safe mode anywhere.
-    clean = build_generator(**generator_kwargs(cfg, upsampling, scale), name=name)
+
+def publish(model, cfg: Train, card: Card, path: Path) -> None:
+    """Write a clean, uncompiled generator with its card: no loss or optimiser inside, loads in safe mode
+    anywhere; refused when a weight is not finite."""
+    from .models import build_generator, generator_kwargs, save_generator
+
+    clean = build_generator(**generator_kwargs(cfg, split_model_name(card.name)[1], card.scale), name=card.name)
     clean.set_weights(model.get_weights())
     if not all(np.isfinite(w).all() for w in clean.get_weights()):
-        raise CardiacSRError(f"{name}: the trained weights are not finite (NaN or inf); no model was published")
-    with atomic_file(model_path, suffix=".keras") as tmp:
-        save_generator(clean, tmp, model_card(name, params))
+        raise CardiacSRError(f"{card.name}: the trained weights are not finite (NaN or inf); no model was published")
+    with atomic_file(path, suffix=".keras") as tmp:
+        save_generator(clean, tmp, card)
+
+
+def train_model(name: str, cfg: Train, card: Card, prepared_dir: str | Path, degraded_dir: str | Path,
+                run: RunDir) -> dict:
+    """Train one of the four models on the prepared and degraded data and publish it with ``card`` in
+    ``run``: build and compile, resume or initialise, fit, publish; returns the summary it writes."""
+    from .callbacks import fmt_time
+    from .distributed import worker_run
+
+    loss_name, upsampling = split_model_name(name)
+    scale = card.scale
+    if cfg.patch_size % scale:
+        raise CardiacSRError(f"params.yaml: train.patch_size {cfg.patch_size} is not a multiple of "
+                             f"degrade.scale {scale}")
+    worker, run = worker_run(run, name, cfg.strategy)
+    configure_runtime(cfg)
+
+    hr, lr = load_pairs(prepared_dir, degraded_dir, "train")
+    vhr, vlr = load_pairs(prepared_dir, degraded_dir, "val")
+    if not len(hr):
+        raise CardiacSRError(f"{prepared_dir}: the train split is empty; name training patients in prepare.split")
+    if not len(vhr):
+        log.warning("%s: the val split is empty, so this run reports no validation loss or PSNR", name)
+    vsel = np.linspace(0, len(vhr) - 1, min(cfg.val_slices, len(vhr))).astype(int)
+    init = init_path(cfg, name, run.root)
+    fp = fingerprint({"name": name, "scale": scale, **cfg.as_dict()}, hr.files + lr.files + ([init] if init else [])
+                     + CODE_FILES)
+
+    strategy = make_strategy(cfg.strategy)
+    model, loss = build(name, cfg, scale, strategy)
+    n_params = int(model.count_params())
+    run.live.parent.mkdir(parents=True, exist_ok=True)
+    start = resume_or_init(model, run, fp, cfg.epochs, init)
+    log.info("%s: %d parameters, %d epochs x %d steps x batch %d, patches %d px, strategy %s, %d replica(s)",
+             name, n_params, cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.patch_size,
+             type(strategy).__name__, strategy.num_replicas_in_sync)
+
+    t0 = time.time()
+    final, epoch_seconds = fit(model, loss, strategy, cfg, scale,
+                               {"hr": hr, "lr": lr, "vhr": vhr, "vlr": vlr, "vsel": vsel}, run, fp, start,
+                               chief=worker == 0)
+    train_seconds = time.time() - t0
+    publish(model, cfg, card, run.model)
+
     summary = {
         "model": name, "loss": loss_name, "upsampling": upsampling, "parameters": n_params,
-        "epochs": epochs, "steps_per_epoch": spe, "batch_size": bs, "patch_size": cfg.patch_size,
+        "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch, "batch_size": cfg.batch_size,
+        "patch_size": cfg.patch_size,
         "final": {k: v for k, v in final.items() if k != "epoch_seconds"},  # (in checkpoints of older runs)
-        "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], scale) if has_val else None,
-        "init": str(init) if init else None,
+        "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], scale) if len(vhr) else None,
+        "init": cfg.init.replace("{model}", name) if init else None,  # as params.yaml names it
     }
     timings = {"resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
-               "epoch_seconds": round(float(np.mean(progress.epoch_seconds)), 2) if progress.epoch_seconds else None}
-    summary_path = Path(summary_path or f"metrics/train/{name}.json")
-    write_json(summary_path, summary)
-    write_json(timings_file(summary_path), timings)
-    log.info("%s: trained in %s, saved %s", name, fmt_time(train_seconds), model_path)
+               "epoch_seconds": round(float(np.mean(epoch_seconds)), 2) if epoch_seconds else None}
+    write_json(run.summary, summary)
+    write_json(timings_file(run.summary), timings)
+    log.info("%s: trained in %s, saved %s", name, fmt_time(train_seconds), run.model)
     return {**summary, **timings}

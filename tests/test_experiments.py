@@ -1,0 +1,119 @@
+"""The experiment recipes (scripts/acdc_experiments.sh, scripts/real_experiments.sh) and their formatter
+(scripts/exp_results.py): the -S overrides each `dvc exp run` gets, applied by DVC's own code, and the
+table and figure made from `dvc exp show --json`."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+FAKE_DVC = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$DVC_CALLS/$(ls "$DVC_CALLS" | wc -l).args"
+"""
+
+
+def _run_recipe(tmp_path, script: str, *args: str, env: dict | None = None) -> list[list[str]]:
+    """Run a recipe with a `dvc` that records its arguments; returns one argument list per call."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    calls.mkdir()
+    (bin_dir / "dvc").write_text(FAKE_DVC)
+    (bin_dir / "dvc").chmod(0o755)
+    python_dir = os.path.dirname(sys.executable)  # the project's environment, as `dvc exp run` would have it
+    environment = {**os.environ, "PATH": f"{bin_dir}:{python_dir}:{os.environ['PATH']}", "DVC_CALLS": str(calls), **(env or {})}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / script), *args], cwd=tmp_path / "repo", env=environment,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [(calls / f"{i}.args").read_text().splitlines() for i in range(len(list(calls.iterdir())))]
+
+
+def _params_after(tmp_path, call: list[str]) -> dict:
+    """params.yaml after DVC applies this call's -S overrides (Hydra's grammar, last one wins)."""
+    from dvc.utils.hydra import apply_overrides
+
+    overrides = [call[i + 1] for i, a in enumerate(call) if a == "-S"]
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(path, overrides)
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A checkout with the profiles and scripts, its init/ holding the model to fine-tune from."""
+    repo = tmp_path / "repo"
+    (repo / "init").mkdir(parents=True)
+    (repo / "init" / "mse-NN.keras").write_bytes(b"a model")
+    for folder in ("profiles", "scripts", "src"):
+        (repo / folder).symlink_to(ROOT / folder)
+    return repo
+
+
+def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patients(tmp_path, repo):
+    acdc = tmp_path / "acdc"
+    for i in range(1, 101):
+        (acdc / f"patient{i:03d}").mkdir(parents=True)
+    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "n1", "ft3", "n80", "kspace-ft80", env={"ACDC_ROOT": str(acdc)})
+    assert [c[:5] for c in calls] == [["exp", "run", "-f", "-n", f"acdc-{n}"] for n in ("n1", "ft3", "n80", "kspace-ft80")]
+    splits = [_params_after(tmp_path, c)["prepare"]["split"] for c in calls]
+    assert [len(s["train"]) for s in splits] == [1, 3, 80, 80]
+    assert splits[0]["train"] == splits[1]["train"][:1] and splits[1]["train"] == splits[2]["train"][:3]  # nested
+    for s in splits:
+        assert s["val"] == splits[0]["val"] and s["test"] == splits[0]["test"] and len(s["test"]) == 10
+        assert not set(s["train"]) & set(s["val"]) and not set(s["train"]) & set(s["test"]) | set(s["val"]) & set(s["test"])
+    params = [_params_after(tmp_path, c) for c in calls]
+    assert [p["train"]["init"] for p in params] == [None, "init/{model}.keras", None, "init/{model}.keras"]
+    assert [p["degrade"]["method"] for p in params] == ["blur_bicubic"] * 3 + ["kspace"]
+    assert all(p["prepare"]["source"] == "nifti" and p["evaluate"]["external"]["path"] == "../shared/data/sunnybrook"
+               for p in params)
+    assert all(c[-2:] == ["evaluate@mse-NN", "baselines"] for c in calls)
+
+
+def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_path, repo):
+    calls = _run_recipe(tmp_path, "real_experiments.sh")
+    names = [c[4] for c in calls]
+    assert names == ["real-SCD0000101-SCD0000201", "real-SCD0000101-SCD0000201-ft",
+                     "real-SCD0000201-SCD0000101", "real-SCD0000201-SCD0000101-ft"]
+    for name, call in zip(names, calls, strict=True):
+        p = _params_after(tmp_path, call)
+        a, b = name.split("-")[1:3]
+        assert p["prepare"]["split"] == {"train": [a], "val": [], "test": [b]}
+        assert p["train"]["init"] == ("init/{model}.keras" if name.endswith("-ft") else None)
+
+
+def _exp(name: str, train, init, model_psnr: float, ext: bool = True) -> dict:
+    """One experiment as `dvc exp show --json` reports it (DVC 3)."""
+    def scores(psnr):
+        s = {"psnr": {"mean": psnr}, "ssim": {"mean": 0.8}, "roi_psnr": {"mean": psnr - 2}}
+        return {**s, "external": dict(s, psnr={"mean": psnr + 4}, roi_psnr={"mean": psnr + 1})} if ext else s
+
+    params = {"prepare": {"source": "nifti", "split": {"train": train, "val": [], "test": ["x"]}},
+              "train": {"init": init}, "degrade": {"method": "blur_bicubic"}}
+    return {"rev": "abc", "name": name, "data": {
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {"metrics/models/mse-NN.json": {"data": scores(model_psnr)},
+                    "metrics/models/bicubic.json": {"data": scores(26.0)}}}}
+
+
+def test_results_table_and_curve_come_from_the_experiments(tmp_path, capsys):
+    show = [{"rev": "workspace", "experiments": None},
+            {"rev": "main", "experiments": [{"revs": [_exp("acdc-n1", ["a"], None, 26.5)]},
+                                            {"revs": [_exp("acdc-ft1", ["a"], "init/{model}.keras", 27.0)]},
+                                            {"revs": [_exp("acdc-n3", ["a", "b", "c"], None, 27.2)]}]}]
+    saved = tmp_path / "show.json"
+    saved.write_text(json.dumps(show))
+    results = runpy.run_path(str(ROOT / "scripts" / "exp_results.py"))
+    assert results["main"](["table", "acdc-ft1", "acdc-n3", "--json", str(saved)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| acdc-ft1 | 1 | fine-tuned (init/{model}.keras) | blur_bicubic | 27.00 | **+1.00** |")
+    assert "| 31.20 | **+1.20** |" in lines[3]  # the external set: its own bicubic
+    assert results["main"](["table", "acdc-n9", "--json", str(saved)]) == 2
+    out = tmp_path / "curve.png"
+    assert results["main"](["curve", "acdc-", "--json", str(saved), "--out", str(out), "--baseline", "1.1", "1.1"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
