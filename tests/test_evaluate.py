@@ -9,7 +9,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cardiac_sr.cli import main
 from cardiac_sr.errors import CardiacSRError
-from cardiac_sr.evaluate import bootstrap_ci, evaluate_method
+from cardiac_sr.evaluate import evaluate_method
+from cardiac_sr.scoring import bootstrap_ci
 from cardiac_sr.metrics import centre_box, checkerboard_score, detail_agreement, detail_sums, psnr, roi_box, ssim
 from cardiac_sr.models import build_generator
 from cardiac_sr.params import Params
@@ -111,7 +112,7 @@ def test_evaluate_scores_the_self_ensemble_under_its_own_name(evaluated, tiny_da
     """``ensemble=True`` scores the mean of the model's outputs over the 8 flips/rotations, under ``name``."""
     import csv
 
-    from cardiac_sr.evaluate import SplitData
+    from cardiac_sr.scoring import SplitData
     from cardiac_sr.inference import self_ensemble
     from cardiac_sr.metrics import image_scores
     from cardiac_sr.models import load_generator
@@ -129,7 +130,7 @@ def test_evaluate_scores_the_self_ensemble_under_its_own_name(evaluated, tiny_da
     assert ens["method"] == "m-self-ensemble" and (out / "models" / "m-self-ensemble.json").is_file()
     assert json.loads((out / "models" / "m.json").read_text())["psnr"] == plain["psnr"]  # not overwritten
     assert ens["psnr"]["mean"] != pytest.approx(plain["psnr"]["mean"], abs=1e-3)
-    data = SplitData(prepared, degraded, "test")
+    data = SplitData.load(prepared, degraded, "test")
     mean = self_ensemble(load_generator(models / "m.keras"), np.asarray(data.lr[:]), 4)[1]
     with open(out / "per_slice" / "m-self-ensemble.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
@@ -206,7 +207,7 @@ def test_temporal_psnr_ranks_a_flickering_method_below_a_steady_one():
 
 
 def test_temporal_scores_pair_each_phase_with_the_next_of_the_same_slice():
-    from cardiac_sr.evaluate import next_phase, temporal_scores
+    from cardiac_sr.scoring import next_phase, temporal_scores
 
     manifest = [{"patient": p, "slice": s, "phase": t} for p in ("a", "b") for s in (0, 1) for t in (0, 1, 2)]
     manifest = manifest[::-1]  # the order of the rows does not matter
@@ -229,9 +230,9 @@ def test_temporal_scores_pair_each_phase_with_the_next_of_the_same_slice():
 def test_scoring_in_chunks_equals_scoring_the_whole_split(tiny_data):
     """evaluate reads a split a chunk at a time; a slice whose next phase lies in the next chunk still gets
     its temporal PSNR, and every score equals the one-chunk result."""
-    from cardiac_sr.evaluate import SplitData, score_split, super_resolve_baseline
+    from cardiac_sr.scoring import SplitData, score_split, super_resolve_baseline
 
-    data = SplitData(*tiny_data, "test")
+    data = SplitData.load(*tiny_data, "test")
     assert len(data) == 4  # one test patient: 2 slices x 2 phases
 
     def run(lr):

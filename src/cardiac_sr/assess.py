@@ -1,10 +1,12 @@
 """``cardiac-sr assess``: score a model against bicubic on a user's own high-resolution studies.
 
 Each study is normalised per volume as in ``prepare``, degraded as the
-``degrade`` stage does, super-resolved, and scored per image with the same
-function as ``evaluate`` (:func:`cardiac_sr.metrics.image_scores`), plus the
-temporal PSNR of consecutive phases and the detail agreement (``detail r``,
-``scale*``), per patient and overall.
+``degrade`` stage does, and viewed as a split (:func:`study_split`: HR, LR,
+bicubic, ROI, manifest rows), which the ``evaluate`` stage's scorer
+(:func:`cardiac_sr.evaluate.score_split`) scores for the model and for bicubic:
+PSNR/SSIM, ROI scores where there are contours or labels, temporal PSNR of
+consecutive phases (the same pairing rule), and the detail agreement
+(``detail r``, ``scale*``), per patient and overall.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import logging
 import numpy as np
 
 from .dataset import fit_normalisation
-from .degradation import degrade_image, upsample_bicubic
+from .degradation import degrade_image
 from .errors import CardiacSRError
+from .scoring import SplitData, score_split, super_resolve_baseline
 from .inference import load_model, self_ensemble, super_resolve
-from .metrics import detail_agreement, detail_sums, image_scores, roi_box, temporal_psnr
+from .metrics import detail_agreement
 from .names import PREDICT_MODEL
 from .params import Degrade
 from .readers import scan_input
+from .study import Study
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +57,25 @@ def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scal
         log.warning("assess: percentile %r overrides the model's own %r", percentile, card.percentile)
     percentile = card.percentile if percentile is None else percentile
     in_fmt, scanned = scan_input(input_path, strict=False)  # one study in memory at a time
+
+    def run(lr):
+        if ensemble:
+            return self_ensemble(model, lr, scale, batch_size=batch_size, progress=False)[1]
+        return super_resolve(model, lr, scale, batch_size=batch_size, progress=False)
+
     rows = []
     for st in (load() for _, load in scanned):
         if st is None:
             continue
-        s, t, h, w = st.image.shape
-        hc, wc = h - h % scale, w - w % scale  # crop (never pad) so every score is on real pixels
-        r0, c0 = (h - hc) // 2, (w - wc) // 2
-        norm = fit_normalisation(st.image, percentile, name=f"patient {st.patient_id}")
-        hr = norm.apply(st.image[..., r0:r0 + hc, c0:c0 + wc]).reshape(s * t, hc, wc)
-        lr = np.stack([np.clip(degrade_image(x, params), 0, 1) for x in hr]).astype(np.float32)
-        if ensemble:
-            sr = self_ensemble(model, lr, scale, batch_size=batch_size, progress=progress)[1]
-        else:
-            sr = super_resolve(model, lr, scale, batch_size=batch_size, progress=progress, desc=f"assess {st.patient_id}")
-        has_roi = st.has_roi.reshape(-1) if st.has_roi is not None else np.zeros(s * t, bool)
-        roi = st.roi[..., r0:r0 + hc, c0:c0 + wc].reshape(s * t, hc, wc) if st.roi is not None else None
-        per = {k: [] for k in ("model_psnr", "bicubic_psnr", "model_ssim", "bicubic_ssim",
-                               "model_roi_psnr", "bicubic_roi_psnr", "model_roi_ssim", "bicubic_roi_ssim",
-                               "model_tpsnr", "bicubic_tpsnr")}
+        data = study_split(st, params, percentile)
         detail = np.zeros(3)
-        bics = np.stack([upsample_bicubic(x, scale) for x in lr])
-        for i in range(len(hr)):
-            bic = bics[i]
-            detail += detail_sums(hr[i], bic, sr[i])
-            if i % t < t - 1:  # images are slice-major: i + 1 is the next phase of the same slice
-                per["model_tpsnr"].append(temporal_psnr(hr[i], hr[i + 1], sr[i], sr[i + 1]))
-                per["bicubic_tpsnr"].append(temporal_psnr(hr[i], hr[i + 1], bic, bics[i + 1]))
-            box = roi_box(roi[i]) if has_roi[i] else None
-            for who, out in (("model", sr[i]), ("bicubic", bic)):
-                for key, value in image_scores(hr[i], out, box).items():
-                    per[f"{who}_{key}"].append(value)
-        row = {"patient": st.patient_id, "images": len(hr), "roi_images": int(has_roi.sum())}
+        scored = {"model": score_split("model", data, run, scale, None, detail=detail, progress=progress,
+                                       desc=f"assess {st.patient_id}")[0],
+                  "bicubic": score_split("bicubic", data, lambda lr: super_resolve_baseline("bicubic", lr, scale),
+                                         scale, None, progress=False)[0]}
+        per = {f"{who}_{key}": _values(scored[who], key) for who in scored for key in SCORES}
+        roi_images = sum(not r["roi_fallback"] for r in scored["model"])
+        row = {"patient": st.patient_id, "images": len(data), "roi_images": roi_images}
         row.update({k: float(np.mean(v)) if v else None for k, v in per.items()})
         row["detail_corr"], row["detail_scale"] = detail_agreement(detail)
         row["_per_image"], row["_detail"] = per, detail
@@ -102,6 +93,37 @@ def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scal
     return {"model": str(model_path), "self_ensemble": ensemble, "degradation": {k: getattr(params, k) for k in ("method", "blur_sigma", "window", "scale")},
             "percentile": percentile, "input_format": in_fmt,
             "patients": rows, "overall": overall}
+
+
+SCORES = ("psnr", "ssim", "roi_psnr", "roi_ssim", "tpsnr")  # the columns of the assess table, model and bicubic
+
+
+def _values(rows: list[dict], key: str) -> list[float]:
+    """One score over a study's images: ROI scores only where the study has contours or labels (not the
+    central-box fallback), temporal PSNR only where a next phase exists."""
+    if key.startswith("roi_"):
+        rows = [r for r in rows if not r["roi_fallback"]]
+    return [r[key] for r in rows if np.isfinite(r[key])]
+
+
+def study_split(st: Study, params: Degrade, percentile: float) -> SplitData:
+    """A user's study as a split the scorer reads (:class:`cardiac_sr.evaluate.SplitData`): normalised per
+    volume, cropped (never padded) to a multiple of the scale so every score is on real pixels, degraded
+    with ``params`` (noise excluded), its bicubic baseline, its ROI masks (empty on images without
+    contours) and one manifest row per image (slice-major: slice, then phase)."""
+    s, t, h, w = st.image.shape
+    scale = params.scale
+    hc, wc = h - h % scale, w - w % scale
+    r0, c0 = (h - hc) // 2, (w - wc) // 2
+    norm = fit_normalisation(st.image, percentile, name=f"patient {st.patient_id}")
+    hr = norm.apply(st.image[..., r0:r0 + hc, c0:c0 + wc]).reshape(s * t, hc, wc)
+    lr = np.stack([np.clip(degrade_image(x, params), 0, 1) for x in hr]).astype(np.float32)
+    roi = np.zeros(hr.shape, bool)
+    if st.roi is not None:
+        has_roi = st.has_roi.reshape(-1) if st.has_roi is not None else np.ones(s * t, bool)
+        roi = st.roi[..., r0:r0 + hc, c0:c0 + wc].reshape(s * t, hc, wc).astype(bool) & has_roi[:, None, None]
+    manifest = [{"patient": st.patient_id, "slice": i // t, "phase": i % t} for i in range(s * t)]
+    return SplitData(st.patient_id, hr, roi, lr, super_resolve_baseline("bicubic", lr, scale), manifest)
 
 
 def format_assessment(result: dict) -> str:
