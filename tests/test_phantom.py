@@ -183,3 +183,25 @@ def test_dead_leaves_are_drawn_per_slice_and_reproducible():
     again = _Patient(np.random.default_rng([9, 0]), cfg).rand
     np.testing.assert_array_equal(rand.leaves(128, 0), again.leaves(128, 0))
     assert np.mean(rand.leaves(128, 0) != rand.leaves(128, 1)) > 0.5
+
+
+def test_rendered_phantom_bytes_are_pinned():
+    """The phantom is the default data behind the committed table: a refactor must not move a bit.
+    sha256 (first 16 hex digits) of image, heart mask and tissue labels of small studies, realistic and
+    randomised (recorded 2026-12-03 before the phantom became a chain with a null randomisation)."""
+    import hashlib
+
+    from cardiac_sr.params import Phantom
+    from cardiac_sr.phantom import PhantomGenerator
+
+    def digest(cfg, index):
+        st = PhantomGenerator(cfg, seed=42).study(index, labels=True)
+        h = hashlib.sha256()
+        for a in (st.image, st.roi, st.meta["labels"]):
+            h.update(a.tobytes())
+        h.update(repr(sorted((k, v) for k, v in st.meta.items() if k != "labels")).encode())
+        return h.hexdigest()[:16]
+
+    assert digest(Phantom(slices=3, phases=3, size=128, randomise=0.0), 0) == "cbeb4a921a883196"
+    assert digest(Phantom(slices=3, phases=3, size=128, randomise=1.0), 1) == "abd365e2902200d7"
+    assert digest(Phantom(slices=2, phases=2, size=128, randomise=0.4), 2) == "932a57f2af87226a"

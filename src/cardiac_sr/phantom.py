@@ -26,6 +26,13 @@ shows:
    Some patients get the circular field-of-view mask that GE reconstructions
    show.
 
+Every image is made by one linear chain, as in SynthSR (Iglesias et al.
+2021): deform (the patient's frame) -> contrast (tissue intensities and
+texture) -> bias (coil shading) -> blur and acquisition (k-space),
+:meth:`PhantomGenerator.render_phase`.  Domain randomisation
+(:class:`Randomisation`) only changes the chain's parameters; the realistic
+phantom is the null randomisation (identity warp, gain 1, no extras).
+
 Everything is drawn from ``numpy.random.default_rng(seed)`` per patient, so
 the same seed gives bit-identical studies.
 
@@ -36,7 +43,7 @@ grid; split over files they would be one generator in several places.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -180,36 +187,39 @@ class Randomisation:
     nearly what they learn from natural images (Achddou et al. 2021).
     """
 
-    warp_mm: float          # displacement amplitude (max over the grid)
-    warp_x: np.ndarray      # displacement fields on the fine grid (mm)
-    warp_y: np.ndarray
-    texture_gain: float     # multiplies every texture amplitude
-    blood_texture: float    # flow texture amplitude in the blood pool
-    blur_px: float          # extra Gaussian blur of the object (coarse pixels): random edge sharpness
-    extras: list            # small structures anywhere in the body: (ux, uy, a_mm, b_mm, angle, intensity)
-    leaves_seed: int        # seeds the dead-leaves image under the organs (a new one per slice), opacity cfg.randomise
+    warp_mm: float = 0.0          # displacement amplitude (max over the grid)
+    warp_x: np.ndarray | None = None  # displacement fields on the fine grid (mm); None: no deformation
+    warp_y: np.ndarray | None = None
+    texture_gain: float = 1.0     # multiplies every texture amplitude
+    blood_texture: float = 0.0    # flow texture amplitude in the blood pool
+    blur_px: float = 0.0          # extra Gaussian blur of the object (coarse pixels): random edge sharpness
+    extras: list = field(default_factory=list)  # small structures anywhere in the body: (ux, uy, a, b, angle, value)
+    leaves_seed: int | None = None  # seeds the dead-leaves image under the organs (a new one per slice)
+    leaves_opacity: float = 0.0   # how much of what lies under them the leaves replace (cfg.randomise)
+    patient: dict = field(default_factory=dict)  # the patient's own draws it replaces (contrast, acquisition, ...)
 
     @staticmethod
     def draw(rng: np.random.Generator, cfg: Phantom, p: "_Patient") -> "Randomisation":
+        """The randomisation of patient ``p`` (read, not changed) at strength ``cfg.randomise``; what it
+        decides for the patient's own contrast, acquisition, texture and trabeculation is in ``patient``."""
         r = float(cfg.randomise)
         u = rng.uniform
         n = 2 * cfg.size
         if u() < 0.5 * r:  # Gaussian-mixture contrast: any tissue may be bright or dark
-            p.contrast = {name: float(u(0.03, 1.0)) for name in p.contrast}
-            p.contrast["blood"] = float(u(0.5, 1.0))
+            contrast = {name: float(u(0.03, 1.0)) for name in p.contrast}
+            contrast["blood"] = float(u(0.5, 1.0))
         else:
-            p.contrast = {name: v * float(np.exp(r * u(-0.4, 0.4))) for name, v in p.contrast.items()}
-        p.acq_read = u(1.0 - 0.55 * r, 1.0)
-        p.acq_phase = u(1.0 - 0.65 * r, 1.0)
-        p.tukey = u(0.0, 0.2 + 0.6 * r)
-        p.snr = cfg.snr * float(np.exp(u(-np.log(4.0), np.log(1.5)) * r))
+            contrast = {name: v * float(np.exp(r * u(-0.4, 0.4))) for name, v in p.contrast.items()}
+        own = {"contrast": contrast, "acq_read": u(1.0 - 0.55 * r, 1.0), "acq_phase": u(1.0 - 0.65 * r, 1.0),
+               "tukey": u(0.0, 0.2 + 0.6 * r), "snr": cfg.snr * float(np.exp(u(-np.log(4.0), np.log(1.5)) * r))}
         corr = u(0.6, 2.5)
-        p.texture_fine = _smooth_field(rng, n, corr_px=corr)
+        texture_fine = _smooth_field(rng, n, corr_px=corr)
         photo_share = r * u(0.0, 1.0)  # natural-image structure inside the tissues (photographs bundled with scikit-image)
         if photo_share > 0:
-            p.texture_fine = np.sqrt(1 - photo_share**2) * p.texture_fine + photo_share * _photo_texture(rng, n)
+            texture_fine = np.sqrt(1 - photo_share**2) * texture_fine + photo_share * _photo_texture(rng, n)
+        own["texture_fine"] = texture_fine
         # finer, deeper trabeculation of the endocardium
-        p.endo_harm = p.endo_harm + [(int(k), r * u(0.0, 0.03), u(0, 2 * np.pi)) for k in rng.integers(19, 40, 4)]
+        own["endo_harm"] = p.endo_harm + [(int(k), r * u(0.0, 0.03), u(0, 2 * np.pi)) for k in rng.integers(19, 40, 4)]
         extras = [(u(-1, 1), u(-1, 1), u(0.7, 5.0), u(0.7, 5.0), u(0, np.pi), u(0.02, 1.0))
                   for _ in range(int(r * rng.integers(20, 120)))]
         amp = r * u(0.0, 8.0)
@@ -221,15 +231,20 @@ class Randomisation:
         leaves_seed = int(rng.integers(2**32))
         return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale, texture_gain=texture_gain,
                              blood_texture=blood_texture, blur_px=blur_px, extras=extras,
-                             leaves_seed=leaves_seed)
+                             leaves_seed=leaves_seed, leaves_opacity=r, patient=own)
 
-    def leaves(self, n: int, slice_index: int) -> np.ndarray:
+    def leaves(self, n: int, slice_index: int) -> np.ndarray | float:
         """The dead-leaves image (n x n, [0, 1]) of one slice: each slice gets its own, so a patient
-        shows the network as many leaf layouts as it has slices (deterministic given the seed)."""
+        shows the network as many leaf layouts as it has slices (deterministic given the seed); 0 for the
+        null randomisation (painted with opacity 0: nothing changes)."""
+        if self.leaves_seed is None:
+            return 0.0
         return _dead_leaves(np.random.default_rng([self.leaves_seed, slice_index]), n)
 
-    def warp(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Displacements for the fine grid, or the coarse grid (2x2 block means)."""
+    def warp(self, shape: tuple[int, int]) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """Displacements for the fine grid, or the coarse grid (2x2 block means); 0 without deformation."""
+        if self.warp_x is None:
+            return 0.0, 0.0
         if shape == self.warp_x.shape:
             return self.warp_x, self.warp_y
         h, w = shape
@@ -238,6 +253,9 @@ class Randomisation:
             return f.reshape(h, 2, w, 2).mean(axis=(1, 3))
 
         return coarse(self.warp_x), coarse(self.warp_y)
+
+
+NO_RANDOMISATION = Randomisation()  # the realistic phantom: identity warp, gain 1, no extras, no leaves
 
 
 class _Patient:
@@ -292,8 +310,9 @@ class _Patient:
         self.texture_coarse = _smooth_field(rng, n, corr_px=10.0)
         self.noise_rng = np.random.default_rng(rng.integers(2**32))
         # Domain randomisation draws come last, so randomise=0 leaves every draw above unchanged.
-        self.rand = Randomisation.draw(np.random.default_rng(rng.integers(2**32)), cfg, self) \
-            if cfg.randomise > 0 else None
+        self.rand = (Randomisation.draw(np.random.default_rng(rng.integers(2**32)), cfg, self)
+                     if cfg.randomise > 0 else NO_RANDOMISATION)
+        vars(self).update(self.rand.patient)  # the randomised contrast, acquisition, texture, trabeculation
 
 
 class PhantomGenerator:
@@ -312,9 +331,8 @@ class PhantomGenerator:
     # -- anatomy --------------------------------------------------------------
     def _frame(self, p: _Patient, x, y):
         """Grid coordinates in the patient's body frame (rotated, centred, randomly deformed)."""
-        if p.rand is not None:
-            dx, dy = p.rand.warp(x.shape)
-            x, y = x + dx, y + dy
+        dx, dy = p.rand.warp(x.shape)
+        x, y = x + dx, y + dy
         c, s = np.cos(p.rotation), np.sin(p.rotation)
         return c * x + s * y - p.body_c[0], -s * x + c * y - p.body_c[1]
 
@@ -325,7 +343,7 @@ class PhantomGenerator:
         gx, gy = c * u - s * v, s * u + c * v
         n = self.x.shape[0]
         col, row = gx / self.pixel_mm + n / 2 - 0.5, gy / self.pixel_mm + n / 2 - 0.5
-        h = (half_mm + (p.rand.warp_mm if p.rand is not None else 0.0)) / self.pixel_mm + 3
+        h = (half_mm + p.rand.warp_mm) / self.pixel_mm + 3
         rs = slice(int(np.clip(row - h, 0, n)), int(np.clip(row + h + 1, 0, n)))
         cs = slice(int(np.clip(col - h, 0, n)), int(np.clip(col + h + 1, 0, n)))
         return rs, cs
@@ -338,7 +356,7 @@ class PhantomGenerator:
         img = np.zeros_like(x)
         lab = np.zeros(x.shape, np.uint8)
 
-        gain = p.rand.texture_gain if p.rand is not None else 1.0
+        gain = p.rand.texture_gain
 
         def tex(value, fine, coarse=0.03):
             return value * (1 + gain * fine * p.texture_fine + gain * coarse * p.texture_coarse)
@@ -365,15 +383,13 @@ class PhantomGenerator:
         ellipse(0, 0, a2, b2, 0, "muscle", tex(c["muscle"], 0.08), rim=True)
         a3, b3 = a2 - p.muscle_mm, b2 - p.muscle_mm
         # randomised patients: dead leaves under everything painted later, in the muscle layer and the cavity
-        leaves = p.rand.leaves(x.shape[0], slice_index) * c["blood"] if p.rand is not None else None
-        if leaves is not None:
-            ellipse(0, 0, a2, b2, 0, "clutter", leaves, opacity=self.cfg.randomise)
+        leaves = p.rand.leaves(x.shape[0], slice_index) * c["blood"]
+        ellipse(0, 0, a2, b2, 0, "clutter", leaves, opacity=p.rand.leaves_opacity)
         for t in p.ribs:  # ribs in the muscle layer, anterior half
             ellipse((a3 + 5) * np.cos(t), (b3 + 5) * np.sin(t), 9, 3.5, t + np.pi / 2, "bone", tex(c["bone"], 0.1))
         # thoracic and abdominal cavity: soft tissue, then clutter (vessels, bowel, fat)
         ellipse(0, 0, a3, b3, 0, "soft", tex(1.2 * c["muscle"], 0.05, 0.08))
-        if leaves is not None:
-            ellipse(0, 0, a3, b3, 0, "clutter", leaves, opacity=self.cfg.randomise)
+        ellipse(0, 0, a3, b3, 0, "clutter", leaves, opacity=p.rand.leaves_opacity)
         for ux, uy, ca, cb, ang, val in p.clutter:
             ellipse(0.75 * a3 * ux, 0.75 * b3 * uy, ca, cb, ang, "clutter", tex(val * c["blood"], 0.1, 0.1), rim=val > 0.6)
         # lungs (pushed aside by the heart), shrinking toward the apex where the liver rises
@@ -405,7 +421,7 @@ class PhantomGenerator:
         ellipse(0, sy - 8, 17, 15, 0, "bone", tex(c["bone"], 0.15, 0.1))
         ellipse(0, sy + 15, 7, 6, 0, "csf", c["csf"])
         ellipse(24, sy - 30, 11, 11, 0, "blood", tex(c["blood"], 0.0, 0.05))
-        for ux, uy, ea, eb, ang, val in (p.rand.extras if p.rand is not None else []):
+        for ux, uy, ea, eb, ang, val in p.rand.extras:
             ellipse(0.9 * a2 * ux, 0.9 * b2 * uy, ea, eb, ang, "clutter", tex(val * c["blood"], 0.1, 0.1))
         return img, lab
 
@@ -460,7 +476,7 @@ class PhantomGenerator:
         lo = (n - m) // 2
         k = k[lo:lo + m, lo:lo + m] / 2.0  # band-limit to the reconstruction grid; /2 keeps intensities
         window = np.outer(_tukey_window(m, p.acq_phase, p.tukey), _tukey_window(m, p.acq_read, p.tukey))
-        if p.rand is not None and p.rand.blur_px > 0:  # random extra blur: edges of random sharpness
+        if p.rand.blur_px > 0:  # random extra blur: edges of random sharpness
             f = np.fft.fftshift(np.fft.fftfreq(m))
             g = np.exp(-2 * (np.pi * p.rand.blur_px * f) ** 2)
             window = window * np.outer(g, g)
@@ -484,6 +500,56 @@ class PhantomGenerator:
             field += amp * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * w**2))
         return field / field[np.hypot(x - p.heart_c[0], y - p.heart_c[1]) < 40].mean()
 
+    # -- the chain ------------------------------------------------------------
+    def render_phase(self, p: _Patient, scene: "_Scene", s: int, f: int, labels: bool):
+        """Phase ``f`` of slice ``s``, SynthSR's linear chain: anatomy in the patient's deformed frame and
+        contrast (the slice's static tissues, the heart at this cycle phase averaged over three positions
+        inside the slice thickness) -> coil shading (bias) -> k-space acquisition (finite apodised matrix,
+        random extra blur, noise).  Returns the image, the heart mask (coarse grid) and, with ``labels``,
+        the tissue map."""
+        cfg = self.cfg
+        (r0, r1, c0, c1), hx, hy = scene.box, scene.hx, scene.hy
+        z, t = s * scene.dz, f / cfg.phases
+        static, static_lab = scene.static
+        heart = np.zeros((r1 - r0, c1 - c0))
+        label_map = None
+        for zoff, weight in ((-scene.thickness * scene.dz, 0.25), (0.0, 0.5), (scene.thickness * scene.dz, 0.25)):
+            sub = static[r0:r1, c0:c1].copy()
+            sub_lab = static_lab[r0:r1, c0:c1].copy() if (labels and zoff == 0.0) else None
+            layers, _ = self._heart_layers(p, min(max(z + zoff, 0.0), 1.0), t, hx, hy)
+            for dist, tissue in layers:
+                _paint(sub, _edge_alpha(dist, self.pixel_mm), scene.values[tissue], sub_lab, LABELS[tissue])
+            heart += weight * sub
+            if sub_lab is not None:
+                fine_lab = static_lab.copy()
+                fine_lab[r0:r1, c0:c1] = sub_lab
+                label_map = fine_lab[1::2, 1::2]
+        fine = static.copy()
+        fine[r0:r1, c0:c1] = heart
+        image = self._acquire(p, fine * scene.coil)
+        _, roi_d = self._heart_layers(p, z, t, scene.cbx, scene.cby)
+        return image, roi_d < 0, label_map
+
+    def _scene(self, p: _Patient) -> "_Scene":
+        """What every image of a patient shares: the coil field, the heart's window on the fine grid (body
+        frame), the heart tissues' textured intensities in it, the coarse grid's body frame."""
+        cfg = self.cfg
+        bx, by = self._frame(p, self.x, self.y)
+        box = np.hypot(bx - p.heart_c[0], by - p.heart_c[1]) < p.lv_endo_mm + p.lv_wall_mm + 55
+        rows, cols = np.where(box)
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        cbx, cby = self._frame(p, self.xc, self.yc)
+        gain = p.rand.texture_gain
+        fine_amp = {"blood": p.rand.blood_texture}
+        values = {  # heart tissue intensities with texture, inside the box
+            tissue: p.contrast[tissue] * (1 + gain * fine_amp.get(tissue, 0.04) * p.texture_fine[r0:r1, c0:c1]
+                                          + gain * 0.04 * p.texture_coarse[r0:r1, c0:c1])
+            for tissue in ("blood", "myocardium", "fat", "rim")
+        }
+        return _Scene(coil=self._coil(p), box=(r0, r1, c0, c1), hx=bx[r0:r1, c0:c1], hy=by[r0:r1, c0:c1],
+                      cbx=cbx, cby=cby, values=values, dz=1.0 / max(cfg.slices - 1, 1),
+                      thickness=min(0.45, 0.3 * cfg.slice_thickness_mm / 10.0))
+
     # -- public -----------------------------------------------------------------
     def study(self, index: int, labels: bool = False) -> Study:
         """Render phantom patient ``index`` (deterministic given the generator's seed).
@@ -495,48 +561,16 @@ class PhantomGenerator:
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, index])
         p = _Patient(rng, cfg)
-        coil = self._coil(p)
+        scene = self._scene(p)
         image = np.zeros((cfg.slices, cfg.phases, cfg.size, cfg.size), np.float32)
         roi = np.zeros(image.shape, np.uint8)
         label_maps = np.zeros(image.shape, np.uint8) if labels else None
-        # heart bounding box on the fine grid, in the body frame
-        bx, by = self._frame(p, self.x, self.y)
-        box = np.hypot(bx - p.heart_c[0], by - p.heart_c[1]) < p.lv_endo_mm + p.lv_wall_mm + 55
-        rows, cols = np.where(box)
-        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-        hx, hy = bx[r0:r1, c0:c1], by[r0:r1, c0:c1]
-        cbx, cby = self._frame(p, self.xc, self.yc)
-        gain = p.rand.texture_gain if p.rand is not None else 1.0
-        fine_amp = {"blood": p.rand.blood_texture if p.rand is not None else 0.0}
-        values = {  # heart tissue intensities with texture, inside the box
-            tissue: p.contrast[tissue] * (1 + gain * fine_amp.get(tissue, 0.04) * p.texture_fine[r0:r1, c0:c1]
-                                          + gain * 0.04 * p.texture_coarse[r0:r1, c0:c1])
-            for tissue in ("blood", "myocardium", "fat", "rim")
-        }
-        dz = 1.0 / max(cfg.slices - 1, 1)
-        thickness_frac = min(0.45, 0.3 * cfg.slice_thickness_mm / 10.0)
         for s in range(cfg.slices):
-            z = s * dz
-            static, static_lab = self._static(p, z, s)
+            scene.static = self._static(p, s * scene.dz, s)
             for f in range(cfg.phases):
-                t = f / cfg.phases
-                heart = np.zeros((r1 - r0, c1 - c0))
-                for zoff, weight in ((-thickness_frac * dz, 0.25), (0.0, 0.5), (thickness_frac * dz, 0.25)):
-                    sub = static[r0:r1, c0:c1].copy()
-                    sub_lab = static_lab[r0:r1, c0:c1].copy() if (labels and zoff == 0.0) else None
-                    layers, _ = self._heart_layers(p, min(max(z + zoff, 0.0), 1.0), t, hx, hy)
-                    for dist, tissue in layers:
-                        _paint(sub, _edge_alpha(dist, self.pixel_mm), values[tissue], sub_lab, LABELS[tissue])
-                    heart += weight * sub
-                    if sub_lab is not None:
-                        fine_lab = static_lab.copy()
-                        fine_lab[r0:r1, c0:c1] = sub_lab
-                        label_maps[s, f] = fine_lab[1::2, 1::2]
-                fine = static.copy()
-                fine[r0:r1, c0:c1] = heart
-                image[s, f] = self._acquire(p, fine * coil)
-                _, roi_d = self._heart_layers(p, z, t, cbx, cby)
-                roi[s, f] = roi_d < 0
+                image[s, f], roi[s, f], label_map = self.render_phase(p, scene, s, f, labels)
+                if labels:
+                    label_maps[s, f] = label_map
         return Study(
             patient_id=phantom_id(index),
             image=image,
@@ -547,6 +581,22 @@ class PhantomGenerator:
             meta={"ejection_fraction": float(p.ef), "snr": float(p.snr), "es_phase": float(p.es_phase),
                   **({"labels": label_maps} if labels else {})},
         )
+
+
+@dataclass
+class _Scene:
+    """A patient's shared rendering state (:meth:`PhantomGenerator._scene`); ``static``: the current
+    slice's tissues and labels without the heart."""
+    coil: np.ndarray
+    box: tuple[int, int, int, int]
+    hx: np.ndarray
+    hy: np.ndarray
+    cbx: np.ndarray
+    cby: np.ndarray
+    values: dict
+    dz: float
+    thickness: float
+    static: tuple | None = None
 
 
 def phantom_id(index: int) -> str:
