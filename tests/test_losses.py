@@ -54,7 +54,7 @@ def test_gradients_reach_the_generator_and_never_change_vgg(images):
     grads = tape.gradient(value, model.trainable_variables)
     assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
     model.fit(lr, images, epochs=1, batch_size=2, verbose=0)
-    for before, after in zip(vgg_before, loss.features.weights):
+    for before, after in zip(vgg_before, loss.features.weights, strict=True):
         np.testing.assert_array_equal(before, after.numpy())
 
 

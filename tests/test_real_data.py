@@ -190,12 +190,12 @@ def test_train_init_starts_from_the_given_model(tmp_path, tiny_data):
     src.save(tmp_path / "init" / "mse-NN.keras")
     # learning rate 0: the published model is the init model's weights exactly (no step changed them)
     path, summary = _train(tmp_path, tiny_data, _params(init="init/{model}.keras", learning_rate=0.0))
-    for a, b in zip(load_generator(path).get_weights(), src.get_weights()):
+    for a, b in zip(load_generator(path).get_weights(), src.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert summary["init"] == "init/mse-NN.keras"
     # and a real fine-tuning run moves away from it
     path, _ = _train(tmp_path, tiny_data, _params(init="init/{model}.keras"), tag="tuned")
-    assert any(not np.array_equal(a, b) for a, b in zip(load_generator(path).get_weights(), src.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(load_generator(path).get_weights(), src.get_weights(), strict=True))
 
 
 def test_train_init_is_part_of_the_resume_fingerprint(tmp_path, tiny_data):

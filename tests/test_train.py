@@ -120,7 +120,7 @@ def test_interrupted_training_resumes(tmp_path, tiny_data, tiny_params, monkeypa
     monkeypatch.delenv("CARDIAC_SR_STOP_AFTER_EPOCH")
     _, summary = _train(tmp_path, tiny_data, tiny_params, tag="killed")
     assert summary["resumed_from_epoch"] == 1
-    for x, y in zip(_weights(full / "mse-TS.keras"), _weights(tmp_path / "killed" / "mse-TS.keras")):
+    for x, y in zip(_weights(full / "mse-TS.keras"), _weights(tmp_path / "killed" / "mse-TS.keras"), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-6)
     rows = (tmp_path / "killed" / "dvclive" / "mse-TS" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"]  # the log continues; no epoch twice
@@ -347,7 +347,7 @@ def test_complete_checkpoint_reports_last_epoch_and_force_retrains(tmp_path, tin
     _, forced = _train(tmp_path, tiny_data, tiny_params)
     assert forced["resumed_from_epoch"] == 0 and forced["train_seconds_this_run"] > 0
     assert any("training from scratch" in r.message for r in caplog.records)
-    for x, y in zip(before, _weights(out / "mse-TS.keras")):  # the same params retrain to the same weights
+    for x, y in zip(before, _weights(out / "mse-TS.keras"), strict=True):  # the same params retrain to the same weights
         np.testing.assert_array_equal(x, y)
 
 

@@ -78,7 +78,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_phantom_figure(args) -> int:
-    from .figures import phantom_vs_real
+    from .phantom_figure import phantom_vs_real
 
     phantom_vs_real(args.real, args.out, seed=args.seed)
     print(f"wrote {args.out}")

@@ -34,6 +34,9 @@ DEGRADED_DIR = "data/degraded"
 EXTERNAL_DIR = "data/external"
 MODELS_DIR = "models"
 METRICS_DIR = "metrics"
+PLOTS_DIR = "metrics/plots"
+LIVE_DIR = "dvclive"         # dvclive/<model>/: training logs
+CHECKPOINT_DIR = "scratch/train"  # scratch/train/<model>/: the resume checkpoint (not a DVC output)
 DEFAULT_MODEL = "models/selected.keras"  # the pipeline's selection (params loss, upsampling)
 PREDICT_MODEL = "models/mse-NN.keras"    # cardiac-sr predict/assess/export: the most gain on real scans
 

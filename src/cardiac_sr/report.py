@@ -24,7 +24,8 @@ import numpy as np
 
 from .errors import CardiacSRError
 from .fileio import atomic_file, write_json
-from .names import EXTERNAL, LOSSES, MODEL_NAMES, SEED_NAMES, UPSAMPLINGS, split_model_name, timings_file
+from .names import (DEGRADED_DIR, EXTERNAL, EXTERNAL_DIR, LIVE_DIR, LOSSES, METRICS_DIR, MODEL_NAMES, MODELS_DIR,
+                    PLOTS_DIR, PREPARED_DIR, SEED_NAMES, UPSAMPLINGS, split_model_name, timings_file)
 from .params import Degrade, Params
 
 # (key, column title, format) of the table
@@ -39,7 +40,7 @@ EXTERNAL_COLUMNS = [("psnr", "ext. PSNR (dB)", "{:.2f}"), ("ssim", "ext. SSIM", 
                     ("roi_psnr", "ext. ROI PSNR (dB)", "{:.2f}"), ("perceptual", "ext. VGG dist.", "{:.1f}")]
 
 
-def load_result(method: str, metrics_dir: str | Path = "metrics") -> dict:
+def load_result(method: str, metrics_dir: str | Path = METRICS_DIR) -> dict:
     path = Path(metrics_dir) / "models" / f"{method}.json"
     if not path.is_file():
         valid = ", ".join(["bicubic", "nearest", "zerofill", *MODEL_NAMES])
@@ -62,7 +63,7 @@ def _gain(value, reference):
     return None if value is None or reference is None else value - reference
 
 
-def table_rows(methods: list[str], metrics_dir="metrics") -> list[dict]:
+def table_rows(methods: list[str], metrics_dir=METRICS_DIR) -> list[dict]:
     """One dict per method: names, parameters, metric means, times, gain over bicubic
     (``ext_*`` keys for the external test set when there is one)."""
     bicubic = load_result("bicubic", metrics_dir)
@@ -128,7 +129,7 @@ def _gain_cell(row: dict, key: str) -> str:
     return f"{gain:+.2f}" + (" (does **not** beat bicubic)" if model and gain <= 0 else "")
 
 
-def write_table(params: Params, metrics_dir="metrics") -> list[dict]:
+def write_table(params: Params, metrics_dir=METRICS_DIR) -> list[dict]:
     """Write ``table.md`` and ``table.csv`` from the per-method metrics."""
     deg, tr = params.need("degrade", "train")
     source = params.prepare.source if params.prepare else "?"
@@ -173,7 +174,7 @@ def _cpu_count() -> int:
 
 # ----------------------------------------------------------------------------- select / compare
 
-def select_model(loss: str | None, up: str | None, models_dir="models", metrics_dir="metrics") -> dict:
+def select_model(loss: str | None, up: str | None, models_dir=MODELS_DIR, metrics_dir=METRICS_DIR) -> dict:
     """Publish the model chosen by the top-level params ``loss`` and ``upsampling``."""
     for key, value, valid in (("loss", loss, LOSSES), ("upsampling", up, UPSAMPLINGS)):
         if value not in valid:
@@ -204,7 +205,7 @@ def _round(value):
     return None if value is None else round(value, 6)
 
 
-def compare(a: str, b: str, metrics_dir="metrics") -> str:
+def compare(a: str, b: str, metrics_dir=METRICS_DIR) -> str:
     """Two methods' metrics side by side, laid out like ``dvc metrics diff --md``."""
     ra, rb = load_result(a, metrics_dir), load_result(b, metrics_dir)
     out = io.StringIO()
@@ -221,9 +222,9 @@ def compare(a: str, b: str, metrics_dir="metrics") -> str:
 
 # ----------------------------------------------------------------------------- figures
 
-def write_figures(deg: Degrade, prepared_dir="data/prepared", degraded_dir="data/degraded", models_dir="models",
-                  metrics_dir="metrics", live_root="dvclive", out_dir="metrics/plots",
-                  external_dir="data/external") -> list[Path]:
+def write_figures(deg: Degrade, prepared_dir=PREPARED_DIR, degraded_dir=DEGRADED_DIR, models_dir=MODELS_DIR,
+                  metrics_dir=METRICS_DIR, live_root=LIVE_DIR, out_dir=PLOTS_DIR,
+                  external_dir=EXTERNAL_DIR) -> list[Path]:
     """Training curves, PSNR distributions and the comparison panel, as PNGs."""
     import matplotlib
 
@@ -314,7 +315,7 @@ def _figure_split(prepared_dir, degraded_dir, external_dir) -> tuple[str, Path, 
 
 
 def comparison_panel(prepared_dir, degraded_dir, models_dir, path: Path, scale: int = 4, n_slices: int = 2,
-                     external_dir="data/external") -> Path:
+                     external_dir=EXTERNAL_DIR) -> Path:
     """HR, LR, bicubic and the four models for fixed test slices: full view, heart zoom, error maps."""
     import matplotlib.pyplot as plt
 
@@ -359,7 +360,7 @@ CINE_CROP = 96  # HR pixels of the heart zoom in the cine loop (shown x2)
 
 
 def cine_loop(prepared_dir, degraded_dir, models_dir, path: Path, crop: int = CINE_CROP,
-              external_dir="data/external") -> Path:
+              external_dir=EXTERNAL_DIR) -> Path:
     """Animated GIF of one test slice over all cardiac phases: HR | bicubic | the four models, heart zoom x2.
 
     The slice location is the test cine with the largest mean heart mask (mid-ventricle).

@@ -37,7 +37,7 @@ from .dataset import load_pairs
 from .distributed import fit_multiworker
 from .errors import CardiacSRError, Interrupted
 from .fileio import atomic_file, write_json
-from .names import METRICS_DIR, MODELS_DIR, split_model_name, timings_file
+from .names import CHECKPOINT_DIR, LIVE_DIR, METRICS_DIR, MODELS_DIR, split_model_name, timings_file
 from .params import Train
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,8 @@ class RunDir:
         metrics/train/<name>.json, scratch/train/<name>/."""
         root = Path(root)
         return cls(root, Path(models_dir if models_dir is not None else root / MODELS_DIR) / f"{name}.keras",
-                   root / "dvclive" / name, root / METRICS_DIR / "train" / f"{name}.json",
-                   root / "scratch" / "train" / name)
+                   root / LIVE_DIR / name, root / METRICS_DIR / "train" / f"{name}.json",
+                   root / CHECKPOINT_DIR / name)
 
 
 INIT_DIR = "init"  # where train.init models live (under the run root): a dependency of every train stage in dvc.yaml
