@@ -23,7 +23,10 @@ run() {  # run NAME N INIT(yes|no) [extra -S ...]
     local name=$1 n=$2 init=$3; shift 3
     local train
     train=$(echo "$ORDER" | tr ',' '\n' | head -n "$n" | paste -sd, -)
-    local args=(-S "prepare.split.train=[$train]" -S "prepare.split.val=[$VAL]" -S "prepare.split.test=[$TEST]")
+    # every key a run may change is set in every run: `dvc exp run` starts from the workspace's params.yaml,
+    # which holds the previous experiment's values
+    local args=(-S "prepare.split.train=[$train]" -S "prepare.split.val=[$VAL]" -S "prepare.split.test=[$TEST]"
+                -S degrade.method=blur_bicubic -S train.init=null)
     if [ "$init" = yes ]; then
         test -f "init/$MODEL.keras" || { echo "init/$MODEL.keras missing: cp models/$MODEL.keras init/" >&2; exit 1; }
         args+=(-S 'train.init="init/{model}.keras"')

@@ -18,7 +18,7 @@ for a in $STUDIES; do
         [ "$a" != "$b" ] || continue
         for start in scratch ft; do
             name=real-$a-$b
-            extra=()
+            extra=(-S train.init=null)  # set in every run: `dvc exp run` starts from the last experiment's params
             if [ $start = ft ]; then
                 test -f "init/$MODEL.keras" || { echo "init/$MODEL.keras missing: cp models/$MODEL.keras init/" >&2; exit 1; }
                 name=$name-ft

@@ -33,14 +33,15 @@ def _run_recipe(tmp_path, script: str, *args: str, env: dict | None = None) -> l
     return [(calls / f"{i}.args").read_text().splitlines() for i in range(len(list(calls.iterdir())))]
 
 
-def _params_after(tmp_path, call: list[str]) -> dict:
-    """params.yaml after DVC applies this call's -S overrides (Hydra's grammar, last one wins)."""
+def _params_after(tmp_path, call: list[str], previous: list[str] | None = None) -> dict:
+    """params.yaml after DVC applies this call's -S overrides (Hydra's grammar, last one wins), on top of
+    the committed params.yaml or, as `dvc exp run` in a workspace does, of the ``previous`` call's."""
     from dvc.utils.hydra import apply_overrides
 
-    overrides = [call[i + 1] for i, a in enumerate(call) if a == "-S"]
     path = tmp_path / "params.yaml"
     path.write_text((ROOT / "params.yaml").read_text())
-    apply_overrides(path, overrides)
+    for c in ([previous] if previous else []) + [call]:
+        apply_overrides(path, [c[i + 1] for i, a in enumerate(c) if a == "-S"])
     return yaml.safe_load(path.read_text())
 
 
@@ -67,9 +68,11 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     for s in splits:
         assert s["val"] == splits[0]["val"] and s["test"] == splits[0]["test"] and len(s["test"]) == 10
         assert not set(s["train"]) & set(s["val"]) and not set(s["train"]) & set(s["test"]) | set(s["val"]) & set(s["test"])
-    params = [_params_after(tmp_path, c) for c in calls]
-    assert [p["train"]["init"] for p in params] == [None, "init/{model}.keras", None, "init/{model}.keras"]
-    assert [p["degrade"]["method"] for p in params] == ["blur_bicubic"] * 3 + ["kspace"]
+    # each run's params do not depend on the run before it (dvc exp run keeps the last experiment's params.yaml)
+    for previous in (None, calls[-1]):
+        params = [_params_after(tmp_path, c, previous) for c in calls]
+        assert [p["train"]["init"] for p in params] == [None, "init/{model}.keras", None, "init/{model}.keras"]
+        assert [p["degrade"]["method"] for p in params] == ["blur_bicubic"] * 3 + ["kspace"]
     assert all(p["prepare"]["source"] == "nifti" and p["evaluate"]["external"]["path"] == "../shared/data/sunnybrook"
                for p in params)
     assert all(c[-2:] == ["evaluate@mse-NN", "baselines"] for c in calls)
@@ -81,7 +84,7 @@ def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_pat
     assert names == ["real-SCD0000101-SCD0000201", "real-SCD0000101-SCD0000201-ft",
                      "real-SCD0000201-SCD0000101", "real-SCD0000201-SCD0000101-ft"]
     for name, call in zip(names, calls, strict=True):
-        p = _params_after(tmp_path, call)
+        p = _params_after(tmp_path, call, previous=calls[1])  # after a fine-tuned run
         a, b = name.split("-")[1:3]
         assert p["prepare"]["split"] == {"train": [a], "val": [], "test": [b]}
         assert p["train"]["init"] == ("init/{model}.keras" if name.endswith("-ft") else None)
