@@ -24,6 +24,7 @@ from .inference import load_model, self_ensemble, super_resolve
 from .metrics import detail_agreement
 from .names import PREDICT_MODEL
 from .params import Degrade
+from .precision import with_precision
 from .readers import scan_input
 from .study import Study
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scale: int | None = None,
            blur_sigma: float | None = None, percentile: float | None = None, batch_size: int = 8,
-           progress: bool = True, ensemble: bool = False) -> dict:
+           progress: bool = True, ensemble: bool = False, precision: str = "fp32") -> dict:
     """Degrade a user's HR studies, super-resolve, and score model vs bicubic per patient and overall
     (ROI scores only on images with contours).
 
@@ -40,8 +41,11 @@ def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scal
     :func:`cardiac_sr.inference.model_preprocessing`); ``method``, ``blur_sigma`` and ``percentile``
     override them, with a warning when they differ.  ``ensemble``: score the mean of the 8-fold
     self-ensemble (:func:`cardiac_sr.inference.self_ensemble`) instead of the plain prediction.
+    ``precision``: run the model in ``fp32`` or ``bf16`` (:mod:`cardiac_sr.precision`), to measure what
+    ``predict --precision bf16`` costs.
     """
     model, card = load_model(model_path)
+    model = with_precision(model, precision)
     if scale is not None and scale != card.scale:
         raise CardiacSRError(f"{model_path}: up-scales x{card.scale}, not x{scale}")
     scale = card.scale
@@ -90,7 +94,7 @@ def assess(input_path, model_path=PREDICT_MODEL, method: str | None = None, scal
     overall["detail_corr"], overall["detail_scale"] = detail_agreement(sum(r["_detail"] for r in rows))
     for r in rows:
         del r["_per_image"], r["_detail"]
-    return {"model": str(model_path), "self_ensemble": ensemble, "degradation": {k: getattr(params, k) for k in ("method", "blur_sigma", "window", "scale")},
+    return {"model": str(model_path), "self_ensemble": ensemble, "precision": precision, "degradation": {k: getattr(params, k) for k in ("method", "blur_sigma", "window", "scale")},
             "percentile": percentile, "input_format": in_fmt,
             "patients": rows, "overall": overall}
 

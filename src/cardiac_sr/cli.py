@@ -104,11 +104,12 @@ def cmd_predict(args) -> int:
     t0 = time.time()
     written = predict(args.input, args.output, args.model, fmt=args.format, overwrite=args.overwrite,
                       uncertainty=args.uncertainty, batch_size=args.batch_size, tile=args.tile,
-                      preview=args.preview, ensemble=args.self_ensemble, progress=_bars())
+                      preview=args.preview, ensemble=args.self_ensemble, progress=_bars(), precision=args.precision)
     if args.json:
         card = read_raw_card(args.model) or {}
         print(json.dumps({"input": args.input, "written": [str(p) for p in written], "model": args.model,
                           "model_name": card.get("model"), "self_ensemble": args.self_ensemble,
+                          "precision": args.precision,
                           "seconds": round(time.time() - t0, 1)}, indent=2))
         return 0
     for path in written:
@@ -120,7 +121,8 @@ def cmd_assess(args) -> int:
     from .assess import assess, format_assessment
 
     result = assess(args.input, args.model, method=args.degrade, blur_sigma=args.blur_sigma, percentile=args.percentile,
-                    batch_size=args.batch_size, ensemble=args.self_ensemble, progress=_bars())
+                    batch_size=args.batch_size, ensemble=args.self_ensemble, progress=_bars(),
+                    precision=args.precision)
     print(json.dumps(result, indent=2) if args.json else format_assessment(result), end="\n" if args.json else "")
     return 0
 
@@ -130,6 +132,15 @@ def cmd_export(args) -> int:
 
     print(f"wrote {export(args.model, args.output, args.format, args.overwrite)}")
     return 0
+
+
+def _precision_argument(p: argparse.ArgumentParser) -> None:
+    from .precision import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default): the exact model; bf16: convolutions in bfloat16, the bicubic path and the "
+                        "output sum in float32, faster on CPUs with AVX512-BF16/AMX (cost in quality measured "
+                        "with assess: docs/operations.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--tile", type=_at_least(MIN_TILE), default=256,
                    help=f"LR tile size bounding memory for large slices (default 256, at least {MIN_TILE})")
+    _precision_argument(p)
     p.set_defaults(func=cmd_predict, tensorflow=True)
 
     p = sub.add_parser(
@@ -234,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true",
                    help="score the mean of the model's outputs for the 8 flips/rotations (as predict --self-ensemble)")
     p.add_argument("--batch-size", type=_at_least(1), default=8)
+    _precision_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_assess, tensorflow=True)
 

@@ -44,6 +44,7 @@ from .errors import CardiacSRError
 from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
 from .inference import TILE_OVERLAP, images_per_call, load_model, self_ensemble, super_resolve
+from .precision import with_precision
 from .names import DEFAULT_PERCENTILE, PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
@@ -218,16 +219,18 @@ def _sibling(output: Path, tag: str) -> Path:
 
 def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None, overwrite: bool = False,
             uncertainty: bool = False, batch_size: int = 8, tile: int = 256, percentile: float | None = None,
-            progress: bool = True, preview: str | os.PathLike | None = None, ensemble: bool = False) -> list[Path]:
+            progress: bool = True, preview: str | os.PathLike | None = None, ensemble: bool = False,
+            precision: str = "fp32") -> list[Path]:
     """The ``cardiac-sr predict`` command; returns the paths written.
 
     ``ensemble``: write the mean of the 8-fold self-ensemble instead of the plain prediction.
+    ``precision``: ``fp32`` (exact) or ``bf16`` (:mod:`cardiac_sr.precision`).
     ``preview``: also write this animated GIF of the first study's middle slice over all phases,
     input next to super-resolved (:func:`write_preview`).
     """
     if Path(input_path).is_dir() and detect_format(input_path) == "nifti":
         return predict_nifti_folder(input_path, output, model_path, fmt, overwrite, uncertainty, batch_size, tile,
-                                    percentile, progress, ensemble)
+                                    percentile, progress, ensemble, precision)
     fmt = output_format(Path(output), fmt)
     inputs = (input_path, model_path)
     output = check_output(output, overwrite, fmt, inputs)
@@ -238,7 +241,7 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
     in_fmt, scanned = scan_input(input_path)  # headers only: one study in memory at a time
     if fmt == "dicom" and in_fmt != "dicom":
         raise CardiacSRError(f"{output}: DICOM output needs a DICOM input; name the output .nii.gz or .npy")
-    model, scale, percentile, name = _model(model_path, percentile)
+    model, scale, percentile, name = _model(model_path, percentile, precision)
     multi = len(scanned) > 1
     if multi and fmt != "dicom":
         raise CardiacSRError(f"{input_path}: holds {len(scanned)} studies; write them as DICOM (an output folder)")
@@ -302,10 +305,11 @@ def _write_study(model, study: Study, scale: int, percentile: float, fmt: str, t
         return stream(storage=np.float32), norm
 
 
-def _model(model_path, percentile: float | None):
-    """The model, its scale, the normalisation percentile it was trained with (unless given) and its name,
-    from its card (:class:`cardiac_sr.card.Card`)."""
+def _model(model_path, percentile: float | None, precision: str = "fp32"):
+    """The model (in ``precision``, :mod:`cardiac_sr.precision`), its scale, the normalisation percentile it
+    was trained with (unless given) and its name, from its card (:class:`cardiac_sr.card.Card`)."""
     model, card = load_model(model_path)
+    model = with_precision(model, precision)
     percentile = card.percentile if percentile is None else percentile
     log.info("using model %s (%s, x%d, %g percentile normalisation)", model_path, card.name, card.scale, percentile)
     return model, card.scale, percentile, card.name
@@ -324,7 +328,8 @@ def _studies(scanned, scale, uncertainty, ensemble, source, batch_size: int = 8,
 
 def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None, overwrite: bool = False,
                          uncertainty: bool = False, batch_size: int = 8, tile: int = 256,
-                         percentile: float | None = None, progress: bool = True, ensemble: bool = False) -> list[Path]:
+                         percentile: float | None = None, progress: bool = True, ensemble: bool = False,
+                         precision: str = "fp32") -> list[Path]:
     """A folder of NIfTI volumes (ACDC ``patientNNN/patientNNN_frameXX.nii.gz``, M&Ms ``*_sa.nii.gz``) into an
     output folder: one volume per input volume, same relative path and name (label maps are not images and
     are not copied); the folder appears whole when every volume is written."""
@@ -334,7 +339,7 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
                              "one .nii.gz per input volume, same names)")
     output = check_output(output, overwrite, "nifti-folder", (input_path, model_path))
     in_fmt, scanned = scan_input(input_path)
-    model, scale, percentile, name_on_card = _model(model_path, percentile)
+    model, scale, percentile, name_on_card = _model(model_path, percentile, precision)
     written = []
     with atomic_dir(output, replace=overwrite) as tmp:
         for study in _studies(scanned, scale, uncertainty, ensemble, input_path, batch_size, tile):
