@@ -12,6 +12,10 @@ generator's convolution FLOPs per image over the dense float32 matmul GFLOP/s me
 
     python benchmarks/predict_throughput.py [--study small|large] [--formats nifti npy dicom]
                                             [--self-ensemble] [--phases N] [--model models/mse-NN.keras]
+                                            [--precision fp32|bf16]
+
+With ``--precision bf16`` the share is still of the fp32 ceiling (how much faster than the exact path can
+be at best).
 """
 
 import argparse
@@ -116,6 +120,7 @@ def main() -> int:
     parser.add_argument("--phases", type=int, help="fewer phases than the study's (memory per image and speed are "
                         "the same; the input, and with it the peak, is smaller)")
     parser.add_argument("--model", default=str(ROOT / "models" / "mse-NN.keras"))
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="predict --precision")
     parser.add_argument("--stop-after", type=float, help="stop each predict after this many seconds: its peak RSS "
                         "so far (reading, normalisation and the first chunks hold the peak: memory does not grow "
                         "after) and, for DICOM, its images/s")
@@ -146,7 +151,7 @@ def main() -> int:
         del image
         for fmt in args.formats:
             source = tmp / ("in_dicom" if fmt == "dicom" else "in.nii.gz")
-            extra = ["--self-ensemble"] if args.self_ensemble else []
+            extra = (["--self-ensemble"] if args.self_ensemble else []) + ["--precision", args.precision]
             seconds, rss, done = run_predict([str(source), "-o", str(tmp / OUTPUTS[fmt]), "--model", args.model, *extra],
                                               args.stop_after, tmp if fmt == "dicom" else None)
             if args.stop_after is not None and seconds >= args.stop_after:
@@ -156,7 +161,7 @@ def main() -> int:
                       f"({done if done is not None else '?'} images written, {rate}), peak RSS {rss:.2f} GiB", flush=True)
                 continue
             rate = n / seconds
-            print(f"{args.study} {slices} x {phases} x {size} x {size} -> {fmt:5s}"
+            print(f"{args.study} {slices} x {phases} x {size} x {size} -> {fmt:5s} {args.precision}"
                   f"{' (self-ensemble)' if args.self_ensemble else ''}: {seconds:6.0f} s, "
                   f"{rate:.2f} images/s ({1000 / rate:.0f} ms each), {100 * rate * flops / (peak * 1e9):3.0f} % of "
                   f"the fp32 ceiling, peak RSS {rss:.2f} GiB", flush=True)
