@@ -71,17 +71,18 @@ def write_dicom(image, spacing, folder: Path) -> None:
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     folder.mkdir()
-    series, study_uid = generate_uid(), generate_uid()
+    series = pydicom.Dataset()  # the tags every image of the series shares
+    series.Modality, series.PatientID, series.SOPClassUID = "MR", "BENCH", MRImageStorage
+    series.SeriesInstanceUID, series.StudyInstanceUID = generate_uid(), generate_uid()
+    series.ImageType = ["ORIGINAL", "PRIMARY", "M"]
+    series.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
     for s, t in ((s, t) for s in range(image.shape[0]) for t in range(image.shape[1])):
         ds = pydicom.Dataset()
+        ds.update(series)
+        ds.SOPInstanceUID = generate_uid()
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = MRImageStorage, ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.Modality, ds.PatientID, ds.SeriesInstanceUID, ds.StudyInstanceUID = "MR", "BENCH", series, study_uid
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
         ds.ImagePositionPatient = ["0", "0", f"{s * spacing[2]:.3f}"]
         ds.PixelSpacing = [f"{spacing[0]:.4f}", f"{spacing[1]:.4f}"]
         ds.SliceThickness, ds.SliceLocation = spacing[2], s * spacing[2]
