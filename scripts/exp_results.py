@@ -89,9 +89,11 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def curve(rows: list[dict], out: Path, baseline: dict[str, float] | None = None) -> Path:
+def curve(rows: list[dict], out: Path, baseline: dict[str, float] | None = None,
+          patients: dict[str, int] | None = None) -> Path:
     """Gain over bicubic against the number of training patients, scratch and fine-tuned, held-out and
-    external; ``baseline``: the phantom model's gains (0 real patients), drawn as dashed lines."""
+    external; ``baseline``: the phantom model's gains (0 real patients), drawn as dashed lines; ``patients``:
+    the number of training patients of experiments whose split is given as fractions."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,8 +102,10 @@ def curve(rows: list[dict], out: Path, baseline: dict[str, float] | None = None)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
     for ax, key, title in ((axes[0], "test", "held-out ACDC patients"), (axes[1], "external", "Sunnybrook (external)")):
         for start, colour in (("scratch", "C0"), ("fine-tuned from the phantom model", "C1")):
-            pts = sorted((len(r["train"]), r[key]["gain"]) for r in rows
-                         if key in r and isinstance(r["train"], list) and bool(r["init"]) == (start != "scratch"))
+            count = {r["name"]: len(r["train"]) for r in rows if isinstance(r["train"], list)} | (patients or {})
+            pts = sorted((count[r["name"]], r[key]["gain"]) for r in rows
+                         if key in r and r["name"] in count and bool(r["init"]) == (start != "scratch")
+                         and r["degradation"] == "blur_bicubic")
             if pts:
                 ax.plot(*zip(*pts), marker="o", color=colour, label=start)
         if baseline and key in baseline:
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/acdc_patients.png"))
     ap.add_argument("--baseline", type=float, nargs=2, metavar=("HELD_OUT", "EXTERNAL"),
                     help="curve: the phantom model's gains (dB) on the same test sets")
+    ap.add_argument("--patients", nargs="*", default=[], metavar="NAME=N",
+                    help="curve: training patients of an experiment split by fractions (e.g. acdc-mse-NN=80)")
     args = ap.parse_args(argv)
     if args.what in ("acdc-order", "acdc-split"):
         split = acdc_split()
@@ -147,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = args.names[0] if args.names else ""
     rows = [row(n, e, args.model) for n, e in sorted(found.items()) if n.startswith(prefix)]
     baseline = dict(zip(("test", "external"), args.baseline)) if args.baseline else None
-    print("figure:", curve(rows, args.out, baseline))
+    patients = {name: int(n) for name, n in (item.split("=") for item in args.patients)}
+    print("figure:", curve(rows, args.out, baseline, patients))
     return 0
 
 
