@@ -49,14 +49,32 @@ def test_bicubic_upsampling_shape_and_independent_computation(image):
     assert np.abs(up - image).mean() < np.abs(upsample_nearest(lr, 4) - image).mean()
 
 
-def test_kspace_keeps_band_limited_content_exactly():
-    y, x = np.mgrid[:256, :256] / 256.0
-    hr = 2 + np.cos(2 * np.pi * 3 * x) + 0.5 * np.sin(2 * np.pi * 5 * y) + 0.3 * np.cos(2 * np.pi * (7 * x + 4 * y))
+def _band_limited(y, x):
+    return 2 + np.cos(2 * np.pi * 3 * x) + 0.5 * np.sin(2 * np.pi * 5 * y) + 0.3 * np.cos(2 * np.pi * (7 * x + 4 * y))
+
+
+def test_kspace_keeps_band_limited_content_exactly_at_the_lr_pixel_centres():
+    hr = _band_limited(*np.mgrid[:256, :256] / 256.0)
     lr = kspace_downsample(hr, 4)
     assert lr.shape == (64, 64)
-    np.testing.assert_allclose(lr, hr[::4, ::4], atol=1e-10)
-    # and zero-filling brings it back exactly
+    # LR pixel n is the centre of HR pixels 4n..4n+3: HR coordinate 4n + 1.5 (as the bicubic baseline)
+    centres = (4 * np.arange(64) + 1.5) / 256.0
+    np.testing.assert_allclose(lr, _band_limited(*np.meshgrid(centres, centres, indexing="ij")), atol=1e-10)
+    # and zero-filling brings it back exactly, on the HR grid
     np.testing.assert_allclose(zerofill(lr, 4), hr, atol=1e-10)
+
+
+def test_kspace_and_blur_bicubic_share_one_pixel_grid(image):
+    """Both degradations put LR pixel n at HR coordinate 4n + 1.5: the bicubic baseline, the models'
+    skip and predict's output geometry assume it.  The k-space LR image, brought back with bicubic, fits
+    the HR image best unshifted (the FFT crop alone puts it 1.5 HR pixels off)."""
+    hr = gaussian_blur(image, 2.0)  # nearly band-limited to the LR band
+    up = upsample_bicubic(kspace_downsample(hr, 4), 4)
+    core = (slice(24, -24), slice(24, -24))
+    errors = {s: np.abs(ndimage.shift(up, (s, s), order=3, mode="nearest") - hr)[core].mean()
+              for s in (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)}
+    assert min(errors, key=errors.get) == 0.0, errors
+    np.testing.assert_allclose(kspace_downsample(hr, 4), blur_bicubic(hr, 4, 0.0), atol=0.05 * hr.max())
 
 
 def test_kspace_removes_content_beyond_the_lr_band():

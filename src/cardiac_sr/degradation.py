@@ -79,14 +79,32 @@ def kspace_window(n: int, kind: str) -> np.ndarray:
     choice(kind, WINDOWS, "degrade.window")
 
 
+def _centre_shift(k: np.ndarray, n_full: tuple[int, int], start: tuple[int, int], shift: float) -> np.ndarray:
+    """Multiply a centred (fftshifted) block of a spectrum by the linear phase that moves the image by
+    ``shift`` pixels of the ``n_full`` grid: ``image'[x] = image[x + shift]`` (a band-limited shift).
+    ``start`` is the block's first row and column inside the full centred spectrum."""
+    for axis in (0, 1):
+        n, m = n_full[axis], k.shape[axis]
+        freq = start[axis] + np.arange(m) - n // 2  # signed frequency index of each kept sample
+        ramp = np.exp(2j * np.pi * freq * shift / n)
+        k = k * (ramp[:, None] if axis == 0 else ramp[None, :])
+    return k
+
+
 def kspace_downsample(hr: np.ndarray, scale: int, window: str = "none") -> np.ndarray:
-    """Keep the central 1/``scale`` of k-space (optionally windowed); magnitude at the LR size."""
+    """Keep the central 1/``scale`` of k-space (optionally windowed); magnitude at the LR size.
+
+    The LR samples are centred as in every other path of the project (the bicubic baseline, the
+    models' skip, ``predict``'s geometry): LR pixel ``n`` sits at HR coordinate ``scale * n +
+    (scale - 1) / 2``, the centre of the ``scale`` HR pixels it covers.  The plain FFT crop puts it
+    at ``scale * n`` instead (1.5 HR pixels off at x4); a linear phase ramp moves it."""
     _check_scale(hr.shape, scale)
     h, w = hr.shape[-2:]
     lh, lw = h // scale, w // scale
     k = np.fft.fftshift(np.fft.fft2(np.asarray(hr, np.float64)))
     r0, c0 = (h - lh) // 2, (w - lw) // 2
-    k = k[r0:r0 + lh, c0:c0 + lw] * np.outer(kspace_window(lh, window), kspace_window(lw, window))
+    k = _centre_shift(k[r0:r0 + lh, c0:c0 + lw], (h, w), (r0, c0), (scale - 1) / 2)
+    k = k * np.outer(kspace_window(lh, window), kspace_window(lw, window))
     return np.abs(np.fft.ifft2(np.fft.ifftshift(k))) / scale**2
 
 
@@ -102,12 +120,13 @@ def upsample_nearest(lr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def zerofill(lr: np.ndarray, scale: int) -> np.ndarray:
-    """Fourier zero-padding x``scale`` of one LR image (the MR reference interpolation)."""
+    """Fourier zero-padding x``scale`` of one LR image (the MR reference interpolation), on the
+    project's pixel-centre grid (the inverse of :func:`kspace_downsample` for band-limited images)."""
     h, w = lr.shape[-2:]
     k = np.fft.fftshift(np.fft.fft2(np.asarray(lr, np.float64)))
     big = np.zeros((h * scale, w * scale), complex)
     r0, c0 = (h * scale - h) // 2, (w * scale - w) // 2
-    big[r0:r0 + h, c0:c0 + w] = k
+    big[r0:r0 + h, c0:c0 + w] = _centre_shift(k, big.shape, (r0, c0), -(scale - 1) / 2)
     return np.abs(np.fft.ifft2(np.fft.ifftshift(big))) * scale**2
 
 
