@@ -52,7 +52,9 @@ class ColourImage(CardiacSRError):
 
 
 def _read_one_dicom(path: Path):
-    """Read one DICOM image -> (dataset without its pixel data, float32 pixels) or raise CardiacSRError."""
+    """Read one DICOM image -> (dataset without its pixel data, its pixels decoded as stored) or raise
+    CardiacSRError.  The stored values (int16 or uint16 for MR: half of float32) are kept until the study is
+    assembled, where :func:`_rescaled` turns each into float32 in place in the study's array."""
     import pydicom
     from pydicom.pixels import pixel_array
 
@@ -74,10 +76,15 @@ def _read_one_dicom(path: Path):
         raise CardiacSRError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc})") from exc
     if pixels.ndim != 2:
         raise CardiacSRError(f"{path}: expected one 2D image per file, got pixel array of shape {pixels.shape}")
+    del ds.PixelData  # the header is what is kept (for the writers); the pixels are returned decoded
+    return ds, pixels
+
+
+def _rescaled(ds, pixels: np.ndarray) -> np.ndarray:
+    """Stored pixels -> float32 values in the modality's units (RescaleSlope, RescaleIntercept)."""
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    del ds.PixelData  # the header is what is kept (for the writers); the pixels are returned decoded
-    return ds, pixels.astype(np.float32) * slope + intercept
+    return pixels.astype(np.float32) * slope + intercept
 
 
 def _slice_position(ds, path: Path) -> float:
@@ -209,7 +216,8 @@ def _without_duplicates(pid: str, items: list[tuple]) -> list[tuple]:
         first = seen.get(("uid", uid)) if uid else None
         if first is None and place[2] is not None:
             first = seen.get(("place", place))
-            if first is not None and not (first[1].shape == pixels.shape and np.array_equal(first[1], pixels)):
+            if first is not None and not (first[1].shape == pixels.shape and
+                                          np.array_equal(_rescaled(first[0], first[1]), _rescaled(ds, pixels))):
                 raise CardiacSRError(f"{f}: a different image at the same slice position ({place[1]} mm), trigger "
                                      f"time ({place[2]} ms) and series as {first[2]}; remove the one that does not "
                                      "belong to the cine series")
@@ -299,7 +307,7 @@ def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> 
     image = np.empty((len(slices), n_phases) + shapes.most_common(1)[0][0], np.float32)  # one copy, filled in place
     for s, g in enumerate(slices):
         for t in range(n_phases):
-            image[s, t] = g[t][1]
+            image[s, t] = _rescaled(g[t][0], g[t][1])
     first = slices[0][0][0]
     row_mm, col_mm = (float(v) for v in getattr(first, "PixelSpacing", [1.0, 1.0]))
     if len(positions) > 1:
@@ -307,12 +315,13 @@ def _assemble_dicom_study(pid: str, items: list[tuple], contour_index: dict) -> 
     else:
         slice_mm = float(getattr(first, "SpacingBetweenSlices", 0) or getattr(first, "SliceThickness", 0) or 1.0)
     sources = np.array([[str(g[t][2]) for t in range(n_phases)] for g in slices], dtype=object)
-    roi = np.zeros(image.shape, np.uint8)
     has_roi = np.zeros(image.shape[:2], bool)
+    roi = None  # allocated at the first contour: a study without contours needs no mask the size of its image
     for s, g in enumerate(slices):
         for t in range(n_phases):
             key = (pid, int(getattr(g[t][0], "InstanceNumber", -1) or -1))
             if key in contour_index:
+                roi = np.zeros(image.shape, np.uint8) if roi is None else roi
                 roi[s, t] = _polygon_mask(contour_index[key], image.shape[2:])
                 has_roi[s, t] = True
     return Study(
