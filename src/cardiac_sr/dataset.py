@@ -75,13 +75,17 @@ def fit_normalisation(volume: np.ndarray, percentile: float = DEFAULT_PERCENTILE
     return Normalisation(offset, scale)
 
 
+EXACT_IN_FLOAT32 = tuple(np.dtype(d) for d in (np.float32, np.int8, np.uint8, np.int16, np.uint16))
+
+
 def percentile_of(volume: np.ndarray, q: float, offset: float = 0.0):
     """``np.percentile(volume - offset, q)`` (the default linear method), the same number bit for bit, without
-    the whole-volume copy that NumPy sorts: for a float32 volume the two order statistics it needs are found by
+    the whole-volume copy that NumPy sorts.  A volume of small integers (int16, uint16: a compacted study,
+    :func:`cardiac_sr.study.compact_image`) gives the number of its float32 values.  For these dtypes the two order statistics it needs are found by
     counting the values' bits (a radix select, two passes over the volume in blocks), so a study of
     1.2 GB needs megabytes here, not another 1.2 GB.  Other dtypes go to NumPy."""
     volume = np.asarray(volume)
-    if volume.dtype != np.float32 or volume.ndim == 0:
+    if volume.dtype not in EXACT_IN_FLOAT32 or volume.ndim == 0:
         return np.percentile(volume - offset if offset else volume, float(q))
     n = volume.size
     # NumPy's arithmetic for a Python-float q (numpy/lib/_function_base_impl.py: _quantile, _lerp)
@@ -99,7 +103,8 @@ def percentile_of(volume: np.ndarray, q: float, offset: float = 0.0):
 
 def _sortable_keys(block: np.ndarray, offset: float) -> np.ndarray:
     """float32 -> uint32 keys in the floats' order (sign bit flipped for positives, all bits for negatives)."""
-    bits = np.ascontiguousarray(block - offset if offset else block, np.float32).view(np.uint32)
+    values = block.astype(np.float32)  # (a copy of the block: the subtraction is float32's, as NumPy's)
+    bits = (values - offset if offset else values).view(np.uint32)
     return np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
 
 

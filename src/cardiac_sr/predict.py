@@ -48,7 +48,7 @@ from .precision import with_precision
 from .names import DEFAULT_PERCENTILE, PREDICT_MODEL
 from .params import choice
 from .readers import detect_format, scan_input
-from .study import Study
+from .study import Study, compact_image
 from .nifti_writer import StorageOverflow
 from .writers import check_output, open_writer, output_format
 
@@ -96,9 +96,9 @@ CHUNK_OUTPUT_PIXELS = 1 << 22  # output pixels predicted and written at a time: 
 
 def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, batch_size: int = 8,
                   tile: int = 256) -> int:
-    """Peak bytes of predicting one study (TensorFlow and the model loaded): the larger of reading and
-    normalising it (the input in float32 and one more copy: the reader's stack, the percentile's sort) and
-    predicting it (the input, one chunk of output images in a few float32 copies, float64 sums for the
+    """Peak bytes of predicting one study (TensorFlow and the model loaded): the larger of reading it (the
+    input in float32 and the stored values it came from, int16 for most scans) and predicting it (the input as
+    :func:`cardiac_sr.study.compact_image` keeps it, one chunk of output images in a few float32 copies, float64 sums for the
     self-ensemble, and the feature maps of one model call of ``batch_size`` images or ``tile`` tiles).
     Nothing grows with the output: it is streamed."""
     s, t, h, w = study.image.shape
@@ -106,8 +106,9 @@ def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, b
     per_output_pixel = 24 + (48 if uncertainty or ensemble else 0)
     window = min(h, tile + 2 * TILE_OVERLAP) * min(w, tile + 2 * TILE_OVERLAP) * scale * scale  # largest tile out
     per_call = images_per_call(h, w, scale, batch_size, tile) * window
-    input_bytes = study.image.size * 4
-    return int(TF_BASE + max(2 * input_bytes, input_bytes + chunk * per_output_pixel + per_call * ACTIVATION_BYTES))
+    read_bytes = study.image.size * 4  # the reader's float32 study and the stored values it came from
+    return int(TF_BASE + max(1.5 * read_bytes, study.image.nbytes + chunk * per_output_pixel +
+                             per_call * ACTIVATION_BYTES))
 
 
 def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source, batch_size: int = 8,
@@ -162,6 +163,7 @@ def predict_chunks(model, study: Study, scale: int, norm, uncertainty: bool = Fa
         for start in range(0, s * t, step):
             # the chunk's images, gathered (a NIfTI study's image is a transposed view: no whole-study copy)
             images = np.stack([study.image[i // t, i % t] for i in range(start, min(start + step, s * t))])
+            images = images.astype(np.float32, copy=False)  # a compacted study (int16) -> the values read
             x = ((images - norm.offset) / norm.scale).astype(np.float32)
             x01 = np.clip(x, 0.0, 1.0)
             if uncertainty or ensemble:
@@ -322,6 +324,7 @@ def _studies(scanned, scale, uncertainty, ensemble, source, batch_size: int = 8,
         study = load()
         if study is None:  # an unreadable study among others (a warning was logged)
             continue
+        study = dataclasses.replace(study, image=compact_image(study.image))  # int16 while it waits: half the memory
         check_memory(study, scale, uncertainty, ensemble, source, batch_size, tile)
         yield study
 

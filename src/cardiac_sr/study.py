@@ -55,3 +55,25 @@ class Study:
             "intensity_max": float(np.max(self.image)),
             "roi_images": int(self.has_roi.sum()) if self.has_roi is not None else 0,
         }
+
+
+def compact_image(image: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+    """``image`` in int16 or uint16 where every value is an integer that fits (a scanner's stored values, as
+    most MR studies are): half the memory of float32, and the same numbers once cast back to float32 (which
+    :func:`cardiac_sr.predict.predict_chunks` does a chunk at a time).  Anything else is returned as it is.
+    Checked and copied a few million values at a time: no whole-study temporary."""
+    if image.dtype != np.float32 or image.size == 0:
+        return image
+    low, high = float(image.min()), float(image.max())
+    dtype = next((d for d in (np.int16, np.uint16) if np.iinfo(d).min <= low and high <= np.iinfo(d).max), None)
+    if dtype is None:
+        return image
+    step = max(1, block // max(1, image.size // image.shape[0]))
+    for i in range(0, image.shape[0], step):
+        part = image[i:i + step]
+        if not np.array_equal(part, np.rint(part)):
+            return image
+    out = np.empty(image.shape, dtype)
+    for i in range(0, image.shape[0], step):
+        out[i:i + step] = image[i:i + step]
+    return out
