@@ -18,11 +18,13 @@ for a in $STUDIES; do
         [ "$a" != "$b" ] || continue
         for start in scratch ft; do
             name=real-$a-$b
-            extra=(-S train.init=null)  # set in every run: `dvc exp run` starts from the last experiment's params
+            # every key another recipe changes is set in every run: `dvc exp run` starts from the last
+            # experiment's params.yaml (an ACDC run leaves kspace, another learning rate, an external set)
+            extra=(-S train.init=null -S degrade.method=blur_bicubic -S train.learning_rate=0.001 -S evaluate.external=null)
             if [ $start = ft ]; then
                 test -f "init/$MODEL.keras" || { echo "init/$MODEL.keras missing: cp models/$MODEL.keras init/" >&2; exit 1; }
                 name=$name-ft
-                extra=(-S 'train.init="init/{model}.keras"')
+                extra+=(-S 'train.init="init/{model}.keras"')
             fi
             echo "== $name $(date -u +%H:%M)"
             # shellcheck disable=SC2046

@@ -83,11 +83,16 @@ def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_pat
     names = [c[4] for c in calls]
     assert names == ["real-SCD0000101-SCD0000201", "real-SCD0000101-SCD0000201-ft",
                      "real-SCD0000201-SCD0000101", "real-SCD0000201-SCD0000101-ft"]
-    for name, call in zip(names, calls, strict=True):
-        p = _params_after(tmp_path, call, previous=calls[1])  # after a fine-tuned run
-        a, b = name.split("-")[1:3]
-        assert p["prepare"]["split"] == {"train": [a], "val": [], "test": [b]}
-        assert p["train"]["init"] == ("init/{model}.keras" if name.endswith("-ft") else None)
+    acdc_kspace = ["-S", "degrade.method=kspace", "-S", "train.learning_rate=0.0001", "-S", 'train.init="init/x.keras"',
+                   "-S", "evaluate.external={source:dicom,path:../shared/data/sunnybrook}"]  # an ACDC run's leftovers
+    for previous in (calls[1], acdc_kspace):  # after a fine-tuned run, after an ACDC k-space run
+        for name, call in zip(names, calls, strict=True):
+            p = _params_after(tmp_path, call, previous=previous)
+            a, b = name.split("-")[1:3]
+            assert p["prepare"]["split"] == {"train": [a], "val": [], "test": [b]}
+            assert p["train"]["init"] == ("init/{model}.keras" if name.endswith("-ft") else None)
+            assert p["degrade"]["method"] == "blur_bicubic" and p["train"]["learning_rate"] == 0.001
+            assert p["evaluate"]["external"] is None
 
 
 def _exp(name: str, train, init, model_psnr: float, ext: bool = True) -> dict:
