@@ -97,9 +97,10 @@ CHUNK_OUTPUT_PIXELS = 1 << 22  # output pixels predicted and written at a time: 
 def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, batch_size: int = 8,
                   tile: int = 256) -> int:
     """Peak bytes of predicting one study (TensorFlow and the model loaded): the larger of reading it (the
-    input in float32 and the stored values it came from, int16 for most scans) and predicting it (the input as
-    :func:`cardiac_sr.study.compact_image` keeps it, one chunk of output images in a few float32 copies, float64 sums for the
-    self-ensemble, and the feature maps of one model call of ``batch_size`` images or ``tile`` tiles).
+    input in float32 and the stored values it came from, int16 for most scans) and predicting it (the input
+    as :func:`cardiac_sr.study.compact_image` keeps it, one chunk of output images in a few float32 copies,
+    float64 sums for the self-ensemble, and the feature maps of one model call of ``batch_size`` images or
+    ``tile`` tiles).
     Nothing grows with the output: it is streamed."""
     s, t, h, w = study.image.shape
     chunk = min(_chunk_images(h, w, scale, batch_size, tile, uncertainty or ensemble), s * t) * h * w * scale * scale
