@@ -19,19 +19,20 @@ VAL=patient003,patient005,patient025,patient026,patient052,patient053,patient062
 TEST=patient019,patient022,patient028,patient034,patient043,patient051,patient057,patient060,patient072,patient093
 ORDER=$(python scripts/exp_results.py acdc-order)
 
-run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE [extra -S ...]
-    local name=$1 n=$2 init=$3 method=$4 lr=$5; shift 5
+run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE SCHEDULE EPOCHS [extra -S ...]
+    local name=$1 n=$2 init=$3 method=$4 lr=$5 schedule=$6 epochs=$7; shift 7
     local train
     train=$(echo "$ORDER" | tr ',' '\n' | head -n "$n" | paste -sd, -)
     # every key a run may change is set in every run: `dvc exp run` starts from the workspace's params.yaml,
     # which holds the previous experiment's values
     local args=(-S "prepare.split.train=[$train]" -S "prepare.split.val=[$VAL]" -S "prepare.split.test=[$TEST]"
-                -S "degrade.method=$method" -S "train.learning_rate=$lr" -S train.init=null)
+                -S "degrade.method=$method" -S "train.learning_rate=$lr" -S train.init=null
+                -S "train.schedule=$schedule" -S "models.$MODEL.epochs=$epochs")
     if [ "$init" = yes ]; then
         test -f "init/$MODEL.keras" || { echo "init/$MODEL.keras missing: cp models/$MODEL.keras init/" >&2; exit 1; }
         args+=(-S 'train.init="init/{model}.keras"')
     fi
-    echo "== $name: $n training patients, fine-tuned: $init, $method, learning rate $lr $(date -u +%H:%M)"
+    echo "== $name: $n training patients, fine-tuned: $init, $method, learning rate $lr ($schedule), $epochs epochs $(date -u +%H:%M)"
     # shellcheck disable=SC2046
     dvc exp run -f -n "acdc-$name" $(cat profiles/acdc.args) "${args[@]}" "$@" "evaluate@$MODEL" baselines
 }
@@ -40,11 +41,13 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(ft80 n1 ft1 n3 ft3 n10 ft10 n30 ft30 n80 kspace-ft80)
 for name in "${names[@]}"; do
     case $name in
-        n[0-9]*) run "$name" "${name#n}" no blur_bicubic 0.001 ;;
-        ft[0-9]*-lr4) n=${name#ft}; run "$name" "${n%-lr4}" yes blur_bicubic 0.0001 ;;  # a tenth of the rate
-        ft[0-9]*) run "$name" "${name#ft}" yes blur_bicubic 0.001 ;;
-        kspace-ft80) run "$name" 80 yes kspace 0.001 ;;
-        kspace-n80) run "$name" 80 no kspace 0.001 ;;
+        n[0-9]*) run "$name" "${name#n}" no blur_bicubic 0.001 constant 15 ;;
+        ft[0-9]*-cos) n=${name#ft}; run "$name" "${n%-cos}" yes blur_bicubic 0.001 cosine 15 ;;
+        ft[0-9]*-cos-e45) n=${name#ft}; run "$name" "${n%-cos-e45}" yes blur_bicubic 0.001 cosine 45 ;;
+        ft[0-9]*-lr4) n=${name#ft}; run "$name" "${n%-lr4}" yes blur_bicubic 0.0001 constant 15 ;;  # a tenth of the rate
+        ft[0-9]*) run "$name" "${name#ft}" yes blur_bicubic 0.001 constant 15 ;;
+        kspace-ft80) run "$name" 80 yes kspace 0.001 constant 15 ;;
+        kspace-n80) run "$name" 80 no kspace 0.001 constant 15 ;;
         *) echo "unknown run $name" >&2; exit 2 ;;
     esac
 done

@@ -131,6 +131,33 @@ def test_interrupted_training_resumes(tmp_path, tiny_data, tiny_params, monkeypa
     assert summary["resumed_from_epoch"] == 0
 
 
+def test_cosine_schedule_decays_to_zero_and_survives_resume(tmp_path, tiny_data, tiny_params, monkeypatch):
+    """train.schedule: cosine: the rate falls from learning_rate to 0 over epochs x steps (half of it half-way),
+    training with it differs from the constant rate, and a resumed run continues the curve (same weights as
+    the uninterrupted run, which it would not be if the step count restarted at 0)."""
+    from cardiac_sr.params import Train
+    from cardiac_sr.train import learning_rate
+
+    cfg = Train.of({**tiny_params["train"], "schedule": "cosine", "learning_rate": 0.002}, "train")
+    curve = learning_rate(cfg)
+    steps = cfg.epochs * cfg.steps_per_epoch
+    assert [float(curve(s)) for s in (0, steps / 2, steps)] == pytest.approx([0.002, 0.001, 0.0], abs=1e-9)
+    assert learning_rate(Train.of(tiny_params["train"], "train")) == 0.001  # constant: the number itself
+    constant, _ = _train(tmp_path, tiny_data, tiny_params, tag="constant")
+    tiny_params["train"]["schedule"] = "cosine"
+    full, _ = _train(tmp_path, tiny_data, tiny_params, tag="full")
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(full / "mse-TS.keras"),
+                                                           _weights(constant / "mse-TS.keras")))
+    monkeypatch.setenv("CARDIAC_SR_STOP_AFTER_EPOCH", "1")
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, tiny_data, tiny_params, tag="killed")
+    monkeypatch.delenv("CARDIAC_SR_STOP_AFTER_EPOCH")
+    _, summary = _train(tmp_path, tiny_data, tiny_params, tag="killed")
+    assert summary["resumed_from_epoch"] == 1
+    for x, y in zip(_weights(full / "mse-TS.keras"), _weights(tmp_path / "killed" / "mse-TS.keras"), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+
+
 def test_weight_moving_average_is_published_and_survives_resume(tmp_path, tiny_data, tiny_params, monkeypatch):
     """train.ema: the published model is the moving average of the weights (not the last step's weights),
     also after a resume and on a re-run of a finished stage."""

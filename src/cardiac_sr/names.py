@@ -23,6 +23,7 @@ SOURCES = ("phantom", "dicom", "nifti")
 DEGRADATIONS = ("blur_bicubic", "kspace")
 WINDOWS = ("none", "hann", "tukey")  # k-space apodisation (degrade.window)
 OPTIMIZERS = ("adam",)
+SCHEDULES = ("constant", "cosine")  # train.schedule: the learning rate over the run
 DEFAULT_PERCENTILE = 99.5  # intensity percentile -> 1 (params.yaml prepare.percentile; assumed for a card-less model)
 DEFAULT_DEGRADATION = {"method": "blur_bicubic", "blur_sigma": 1.0}  # the seed's, assumed for a card-less model
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # train.strategy (auto: MirroredStrategy when > 1 GPU)

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .errors import CardiacSRError
-from .names import (DEGRADATIONS, LOSSES, MODEL_NAMES, OPTIMIZERS, SOURCES, SPLITS, STRATEGIES, UP_INITS,
+from .names import (DEGRADATIONS, LOSSES, MODEL_NAMES, OPTIMIZERS, SCHEDULES, SOURCES, SPLITS, STRATEGIES, UP_INITS,
                     UPSAMPLINGS, WINDOWS)
 
 _MISSING = object()
@@ -237,6 +237,7 @@ class Train(Section):
     steps_per_epoch: int = integer(low=1, high=1000000)
     seed: int = integer(low=0)
     optimizer: str = one_of(OPTIMIZERS, "adam")
+    schedule: str = one_of(SCHEDULES, "constant")  # cosine: decays learning_rate to 0 over epochs x steps
     ema: float = real(0.0, low=0, high=0.9999)  # momentum of the weights' moving average published as the model; 0: off
     val_slices: int = integer(32, low=0, high=100000)
     val_batches: int = integer(4, low=1, high=10000)

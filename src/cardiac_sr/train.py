@@ -235,6 +235,18 @@ def _bicubic_psnr(lr: np.ndarray, hr: np.ndarray, scale: int) -> float:
 
 # ----------------------------------------------------------------------------- the stage, in steps
 
+def learning_rate(cfg: Train):
+    """``train.learning_rate`` as Adam takes it: a number (``schedule: constant``) or a half-cosine from it to 0
+    over the run's ``epochs x steps_per_epoch`` steps (``cosine``; SGDR without restarts, as BasicSR's
+    CosineAnnealingRestartLR with one period).  The optimiser's step count is in the checkpoint, so a resumed
+    run continues the curve where it stopped."""
+    import keras
+
+    if cfg.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * cfg.steps_per_epoch)
+    return cfg.learning_rate
+
+
 def build(name: str, cfg: Train, scale: int, strategy):
     """Build and compile the generator in ``strategy``'s scope (keras-io's visible compile)."""
     import keras
@@ -248,7 +260,7 @@ def build(name: str, cfg: Train, scale: int, strategy):
         loss = make_loss(loss_name, cfg.perceptual)
         # train.ema: Adam also keeps an exponential moving average of the weights, which becomes the model at
         # the end (model.fit's finalize_variable_values; BasicSR's ema_decay)
-        optimizer = keras.optimizers.Adam(cfg.learning_rate, use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+        optimizer = keras.optimizers.Adam(learning_rate(cfg), use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
         model.compile(optimizer=optimizer, loss=loss, jit_compile=cfg.jit_compile)
         model.optimizer.build(model.trainable_variables)
     return model, loss
