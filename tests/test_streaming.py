@@ -18,7 +18,7 @@ from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.inference import load_model, super_resolve
 from cardiac_sr.models import build_generator
 from cardiac_sr.predict import UNCERTAINTY_THRESHOLD, _restore_highlights, predict, predict_study
-from cardiac_sr.study import Study, compact_image
+from cardiac_sr.study import Study, blocks, compact_image
 from cardiac_sr.writers import open_writer
 
 
@@ -79,6 +79,10 @@ def test_a_compacted_study_predicts_the_same_numbers(net):
     assert compact_image(fractional) is fractional
     view = np.transpose(study.image, (1, 0, 3, 2))  # a NIfTI study is a transposed view
     assert np.array_equal(compact_image(view), view)
+    assert np.array_equal(compact_image(view, block=1000), view)  # blocks of a few rows: every row copied once
+    parts = list(blocks(view, 1000))
+    assert len(parts) > 3 and np.array_equal(np.concatenate(parts), view)
+    assert all(np.shares_memory(part, view) for part in parts)  # views, no copies
 
 
 def test_streamed_nifti_and_npy_files_hold_what_nibabel_and_numpy_write(net, tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from .errors import CardiacSRError
 from .names import DEFAULT_PERCENTILE, EXTERNAL
 from .params import check_percentile
-from .study import Study
+from .study import Study, blocks
 
 MANIFEST_FIELDS = [
     "split", "index", "patient", "slice", "phase", "rows", "columns",
@@ -81,9 +81,9 @@ EXACT_IN_FLOAT32 = tuple(np.dtype(d) for d in (np.float32, np.int8, np.uint8, np
 def percentile_of(volume: np.ndarray, q: float, offset: float = 0.0):
     """``np.percentile(volume - offset, q)`` (the default linear method), the same number bit for bit, without
     the whole-volume copy that NumPy sorts.  A volume of small integers (int16, uint16: a compacted study,
-    :func:`cardiac_sr.study.compact_image`) gives the number of its float32 values.  For these dtypes the two order statistics it needs are found by
-    counting the values' bits (a radix select, two passes over the volume in blocks), so a study of
-    1.2 GB needs megabytes here, not another 1.2 GB.  Other dtypes go to NumPy."""
+    :func:`cardiac_sr.study.compact_image`) gives the number of its float32 values.  For these dtypes the two
+    order statistics it needs are found by counting the values' bits (a radix select, two passes over the
+    volume in blocks), so a study of 1.2 GB needs megabytes here, not another 1.2 GB.  Other dtypes go to NumPy."""
     volume = np.asarray(volume)
     if volume.dtype not in EXACT_IN_FLOAT32 or volume.ndim == 0:
         return np.percentile(volume - offset if offset else volume, float(q))
@@ -92,10 +92,11 @@ def percentile_of(volume: np.ndarray, q: float, offset: float = 0.0):
     virtual = (n - 1) * np.true_divide(float(q), 100)
     if virtual >= n - 1:
         lo = hi = n - 1
+        gamma = float(virtual - (n - 1))
     else:
         lo = int(np.floor(virtual))
         hi = lo + 1
-    gamma = float(virtual - np.floor(virtual)) if virtual < n - 1 else float(virtual - (n - 1))
+        gamma = float(virtual - lo)
     a, b = (np.float32(v) for v in _order_statistics(volume, offset, (lo, hi)))
     diff = b - a
     return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
@@ -111,18 +112,14 @@ def _sortable_keys(block: np.ndarray, offset: float) -> np.ndarray:
 def _order_statistics(volume: np.ndarray, offset: float, ranks: tuple[int, ...]) -> list[float]:
     """The values of ``volume - offset`` at these 0-based ranks of its sorted order (a radix select over the
     top and bottom 16 bits of the sortable keys, a few million values of the volume at a time)."""
-    step = max(1, (1 << 22) // max(1, volume.size // volume.shape[0]))  # about 4 M values a block
-
-    def blocks():
-        return (volume[i:i + step] for i in range(0, volume.shape[0], step))
-
     top = np.zeros(1 << 16, np.int64)
-    for block in blocks():
+    for block in blocks(volume):
         top += np.bincount((_sortable_keys(block, offset) >> 16).ravel(), minlength=1 << 16)
-    below = np.cumsum(top) - top  # values in lower top-16-bit bins
-    bins = {r: int(np.searchsorted(np.cumsum(top), r, side="right")) for r in ranks}
+    up_to = np.cumsum(top)  # values in top-16-bit bins <= each bin
+    below = up_to - top  # values in lower bins
+    bins = {r: int(np.searchsorted(up_to, r, side="right")) for r in ranks}
     low = {b: np.zeros(1 << 16, np.int64) for b in set(bins.values())}
-    for block in blocks():
+    for block in blocks(volume):
         keys = _sortable_keys(block, offset).ravel()
         for b, hist in low.items():
             hist += np.bincount(keys[(keys >> 16) == b] & 0xFFFF, minlength=1 << 16)

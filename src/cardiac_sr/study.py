@@ -57,6 +57,13 @@ class Study:
         }
 
 
+def blocks(array: np.ndarray, values: int = 1 << 22):
+    """Views of ``array`` along its first axis, about ``values`` values each (a few million: 16 MB of float32),
+    for a whole-study pass that must not make a whole-study temporary."""
+    step = max(1, values // max(1, array.size // max(1, array.shape[0])))
+    return (array[i:i + step] for i in range(0, array.shape[0], step))
+
+
 def compact_image(image: np.ndarray, block: int = 1 << 22) -> np.ndarray:
     """``image`` in int16 or uint16 where every value is an integer that fits (a scanner's stored values, as
     most MR studies are): half the memory of float32, and the same numbers once cast back to float32 (which
@@ -68,12 +75,9 @@ def compact_image(image: np.ndarray, block: int = 1 << 22) -> np.ndarray:
     dtype = next((d for d in (np.int16, np.uint16) if np.iinfo(d).min <= low and high <= np.iinfo(d).max), None)
     if dtype is None:
         return image
-    step = max(1, block // max(1, image.size // image.shape[0]))
-    for i in range(0, image.shape[0], step):
-        part = image[i:i + step]
-        if not np.array_equal(part, np.rint(part)):
-            return image
+    if not all(np.array_equal(part, np.rint(part)) for part in blocks(image, block)):
+        return image
     out = np.empty(image.shape, dtype)
-    for i in range(0, image.shape[0], step):
-        out[i:i + step] = image[i:i + step]
+    for part_out, part in zip(blocks(out, block), blocks(image, block)):
+        part_out[...] = part
     return out
