@@ -61,8 +61,12 @@ def row(name: str, exp: dict, model: str) -> dict:
     res, bic = exp["metrics"][f"metrics/models/{model}.json"], exp["metrics"]["metrics/models/bicubic.json"]
     p = exp["params"]
     split = p["prepare"]["split"]
-    out = {"name": name, "train": split["train"], "init": p["train"].get("init"),
-           "degradation": p["degrade"]["method"], "source": p["prepare"]["source"]}
+    own = (p.get("models") or {}).get(model) or {}  # models.<name> overrides train for this model
+    cfg = {**p["train"], **own}
+    out = {"name": name, "train": split["train"], "init": cfg.get("init"),
+           "degradation": p["degrade"]["method"], "source": p["prepare"]["source"],
+           # experiments before train.schedule existed trained at a constant rate
+           "training": f"{cfg['epochs']} epochs, lr {cfg['learning_rate']:g} {cfg.get('schedule', 'constant')}"}
     for key, r, b in (("test", res, bic), ("external", res.get("external"), bic.get("external"))):
         if r and r.get("psnr", {}).get("mean") is not None:
             out[key] = {"psnr": r["psnr"]["mean"], "bicubic": b["psnr"]["mean"],
@@ -76,8 +80,8 @@ def n_train(r: dict) -> int | str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| experiment | training patients | start | degradation | held-out PSNR (dB) | gain (dB) | SSIM "
-             "| ROI gain (dB) | external PSNR (dB) | gain (dB) | SSIM | ROI gain (dB) |", "|---" * 12 + "|"]
+    lines = ["| experiment | training patients | start | degradation | training | held-out PSNR (dB) | gain (dB) "
+             "| SSIM | ROI gain (dB) | external PSNR (dB) | gain (dB) | SSIM | ROI gain (dB) |", "|---" * 13 + "|"]
     for r in rows:
         cells = []
         for key in ("test", "external"):
@@ -85,8 +89,21 @@ def markdown(rows: list[dict]) -> str:
             cells += ([f"{s['psnr']:.2f}", f"**{s['gain']:+.2f}**", f"{s['ssim']:.4f}", f"{s['roi_gain']:+.2f}"]
                       if s else ["-"] * 4)
         start = f"fine-tuned ({r['init']})" if r["init"] else "scratch"
-        lines.append(f"| {r['name']} | {n_train(r)} | {start} | {r['degradation']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['name']} | {n_train(r)} | {start} | {r['degradation']} | {r['training']} | " +
+                     " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+CURVE_TRAINING = "15 epochs, lr 0.001 constant"  # the curve compares patients at the default training only
+
+
+def curve_points(rows: list[dict], key: str, fine_tuned: bool, patients: dict[str, int] | None = None) -> list:
+    """(training patients, gain) on set ``key`` of the runs the curve compares: one start, the seed's
+    degradation and the default training (other recipes are rows of the table, not points of the curve)."""
+    count = {r["name"]: len(r["train"]) for r in rows if isinstance(r["train"], list)} | (patients or {})
+    return sorted((count[r["name"]], r[key]["gain"]) for r in rows
+                  if key in r and r["name"] in count and bool(r["init"]) == fine_tuned
+                  and r["degradation"] == "blur_bicubic" and r["training"] == CURVE_TRAINING)
 
 
 def curve(rows: list[dict], out: Path, baseline: dict[str, float] | None = None,
@@ -102,10 +119,7 @@ def curve(rows: list[dict], out: Path, baseline: dict[str, float] | None = None,
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
     for ax, key, title in ((axes[0], "test", "held-out ACDC patients"), (axes[1], "external", "Sunnybrook (external)")):
         for start, colour in (("scratch", "C0"), ("fine-tuned from the phantom model", "C1")):
-            count = {r["name"]: len(r["train"]) for r in rows if isinstance(r["train"], list)} | (patients or {})
-            pts = sorted((count[r["name"]], r[key]["gain"]) for r in rows
-                         if key in r and r["name"] in count and bool(r["init"]) == (start != "scratch")
-                         and r["degradation"] == "blur_bicubic")
+            pts = curve_points(rows, key, start != "scratch", patients)
             if pts:
                 ax.plot(*zip(*pts), marker="o", color=colour, label=start)
         if baseline and key in baseline:

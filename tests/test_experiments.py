@@ -100,14 +100,18 @@ def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_pat
             assert p["evaluate"]["external"] is None
 
 
-def _exp(name: str, train, init, model_psnr: float, ext: bool = True) -> dict:
+def _exp(name: str, train, init, model_psnr: float, ext: bool = True, epochs: int = 15, schedule: str | None = None
+         ) -> dict:
     """One experiment as `dvc exp show --json` reports it (DVC 3)."""
     def scores(psnr):
         s = {"psnr": {"mean": psnr}, "ssim": {"mean": 0.8}, "roi_psnr": {"mean": psnr - 2}}
         return {**s, "external": dict(s, psnr={"mean": psnr + 4}, roi_psnr={"mean": psnr + 1})} if ext else s
 
     params = {"prepare": {"source": "nifti", "split": {"train": train, "val": [], "test": ["x"]}},
-              "train": {"init": init}, "degrade": {"method": "blur_bicubic"}}
+              "train": {"init": init, "epochs": 15, "learning_rate": 0.001}, "degrade": {"method": "blur_bicubic"},
+              "models": {"mse-NN": {"epochs": epochs}}}
+    if schedule:  # absent in experiments run before train.schedule existed
+        params["train"]["schedule"] = schedule
     return {"rev": "abc", "name": name, "data": {
         "params": {"params.yaml": {"data": params}},
         "metrics": {"metrics/models/mse-NN.json": {"data": scores(model_psnr)},
@@ -118,14 +122,25 @@ def test_results_table_and_curve_come_from_the_experiments(tmp_path, capsys):
     show = [{"rev": "workspace", "experiments": None},
             {"rev": "main", "experiments": [{"revs": [_exp("acdc-n1", ["a"], None, 26.5)]},
                                             {"revs": [_exp("acdc-ft1", ["a"], "init/{model}.keras", 27.0)]},
-                                            {"revs": [_exp("acdc-n3", ["a", "b", "c"], None, 27.2)]}]}]
+                                            {"revs": [_exp("acdc-n3", ["a", "b", "c"], None, 27.2)]},
+                                            {"revs": [_exp("acdc-ft1-cos-e45", ["a"], "init/{model}.keras", 27.3,
+                                                           epochs=45, schedule="cosine")]}]}]
     saved = tmp_path / "show.json"
     saved.write_text(json.dumps(show))
     results = runpy.run_path(str(ROOT / "scripts" / "exp_results.py"))
     assert results["main"](["table", "acdc-ft1", "acdc-n3", "--json", str(saved)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2].startswith("| acdc-ft1 | 1 | fine-tuned (init/{model}.keras) | blur_bicubic | 27.00 | **+1.00** |")
+    assert lines[2].startswith("| acdc-ft1 | 1 | fine-tuned (init/{model}.keras) | blur_bicubic | "
+                               "15 epochs, lr 0.001 constant | 27.00 | **+1.00** |")
     assert "| 31.20 | **+1.20** |" in lines[3]  # the external set: its own bicubic
+    assert results["main"](["table", "acdc-ft1-cos-e45", "--json", str(saved)]) == 0
+    assert "| 45 epochs, lr 0.001 cosine | 27.30 |" in capsys.readouterr().out  # models.mse-NN.epochs counts
+    rows = [results["row"](e["name"], {"params": e["data"]["params"]["params.yaml"]["data"],
+                                       "metrics": {f: m["data"] for f, m in e["data"]["metrics"].items()}}, "mse-NN")
+            for group in show[1]["experiments"] for e in group["revs"]]
+    # the curve: the default training only, so the 45-epoch run is not a second point at one patient
+    assert results["curve_points"](rows, "test", True) == [(1, pytest.approx(1.0))]
+    assert results["curve_points"](rows, "test", False) == [(1, pytest.approx(0.5)), (3, pytest.approx(1.2))]
     assert results["main"](["table", "acdc-n9", "--json", str(saved)]) == 2
     out = tmp_path / "curve.png"
     assert results["main"](["curve", "acdc-", "--json", str(saved), "--out", str(out), "--baseline", "1.1", "1.1"]) == 0
