@@ -6,6 +6,7 @@ Usage: python stages/evaluate.py METHOD [METHOD ...] [--prepared DIR ...]   (mse
 from _common import arguments, run
 
 from cardiac_sr.evaluate import evaluate_method
+from cardiac_sr.names import BASELINES
 from cardiac_sr.params import Params
 
 
@@ -13,7 +14,8 @@ def main(params: Params, args) -> None:
     degrade, train = params.need("degrade", "train")
     for method in args.method:
         evaluate_method(method, args.prepared, args.degraded, args.models, args.metrics, scale=degrade.scale,
-                        perceptual_weights=train.perceptual.weights, external_dir=args.external)
+                        perceptual_weights=train.perceptual.weights, external_dir=args.external,
+                        ensemble=params.evaluate.self_ensemble and method not in BASELINES)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,41 @@ def test_evaluate_scores_the_self_ensemble_under_its_own_name(evaluated, tiny_da
         assert float(r["psnr"]) == pytest.approx(image_scores(data.hr[k], mean[k])["psnr"], abs=1e-4)
 
 
+def test_the_evaluate_stage_scores_models_as_their_self_ensemble_when_asked(evaluated, tiny_data, tmp_path,
+                                                                             monkeypatch):
+    """``evaluate.self_ensemble: true`` (the stage script, as `dvc repro` runs it): the models' JSON holds the
+    8-fold self-ensemble's scores and says so, the baselines are scored in one pass, the table says which."""
+    import argparse
+    import runpy
+    import sys
+
+    from conftest import ROOT, TINY_DEGRADE, TINY_PREPARE, TINY_TRAIN
+
+    root, results = evaluated
+    prepared, degraded = tiny_data
+    monkeypatch.syspath_prepend(str(ROOT / "stages"))
+    stage = runpy.run_path(str(ROOT / "stages" / "evaluate.py"))
+    out = tmp_path / "metrics"
+    params = {"degrade": dict(TINY_DEGRADE), "train": dict(TINY_TRAIN), "prepare": dict(TINY_PREPARE),
+              "evaluate": {"self_ensemble": True}}
+    args = argparse.Namespace(method=["bicubic", "nearest", "mse-NN"], prepared=prepared, degraded=degraded,
+                              external=tmp_path / "none", models=root / "models", metrics=out)
+    stage["main"](Params.of(params), args)
+    ens = evaluate_method("mse-NN", prepared, degraded, root / "models", tmp_path / "direct", scale=4, ensemble=True)
+    got = json.loads((out / "models" / "mse-NN.json").read_text())
+    assert got["self_ensemble"] is True and got["psnr"] == ens["psnr"]
+    bic = json.loads((out / "models" / "bicubic.json").read_text())
+    assert "self_ensemble" not in bic and bic["psnr"] == results["bicubic"]["psnr"]
+    assert "self_ensemble" not in results["mse-NN"]  # off by default
+    for name in ("perceptual-TS", "perceptual-NN", "mse-TS"):
+        (out / "models" / f"{name}.json").write_text((out / "models" / "mse-NN.json").read_text())
+    write_table(Params.of(params), out)
+    assert "scored as their 8-fold self-ensemble" in (out / "table.md").read_text()
+    write_table(Params.of({k: v for k, v in params.items() if k != "evaluate"}), out)
+    assert "self-ensemble" not in (out / "table.md").read_text()
+    sys.modules.pop("_common", None)
+
+
 def test_table_select_compare(evaluated, capsys):
     root, _ = evaluated
     metrics, models = root / "metrics", root / "models"

@@ -75,7 +75,7 @@ def evaluate_method(method: str, prepared_dir=PREPARED_DIR, degraded_dir=DEGRADE
         run(data.lr[:8])  # trace and warm up before timing
         per_split[split], ms = score_split(name, data, run, scale, perceptual_weights)
         times.append(ms)
-    summary = {"method": name, **_split_summary(per_split["test"])}
+    summary = {"method": name, **({"self_ensemble": True} if ensemble else {}), **_split_summary(per_split["test"])}
     timings = {"inference_ms_per_slice": round(times[0], 3) if times else None}
     if EXTERNAL in per_split:
         summary[EXTERNAL] = _split_summary(per_split[EXTERNAL])

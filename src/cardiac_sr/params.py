@@ -271,6 +271,7 @@ class External(Section):
 class Evaluate(Section):
     """``evaluate``."""
     external: External | None = nested(External, None)
+    self_ensemble: bool = flag(False)  # score the models' 8-fold self-ensemble (8x the time; baselines: plain)
 
 
 SECTIONS = {"prepare": Prepare, "degrade": Degrade, "train": Train, "evaluate": Evaluate}

@@ -144,6 +144,9 @@ def write_table(params: Params, metrics_dir=METRICS_DIR) -> list[dict]:
               f"batch {tr.batch_size}, {tr.patch_size} px patches, batch_norm {tr.batch_norm}, global_skip "
               f"{tr.global_skip}, up_init {tr.up_init}. Machine: {platform.machine()}, "
               f"{_cpu_count()} CPU cores. 95 % intervals over patients: metrics/models/<method>.json.\n")
+    if params.evaluate.self_ensemble:
+        header += ("\nThe four models are scored as their 8-fold self-ensemble (the mean over the flips and "
+                   "rotations of the input; evaluate.self_ensemble), the baselines in one pass.\n")
     if "ext_psnr" in rows[0]:
         ext = params.evaluate.external
         header += (f"\nExternal test set (ext.): {rows[0]['ext_slices']} slices of {rows[0]['ext_patients']} "
