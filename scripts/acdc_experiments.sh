@@ -40,13 +40,15 @@ run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE SCHEDULE EPOCHS [extra -
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(ft80 n1 ft1 n3 ft3 n10 ft10 n30 ft30 n80 kspace-ft80)
 for name in "${names[@]}"; do
-    case $name in
+    case $name in  # the first pattern that matches wins: longer names first
+        n[0-9]*-cos-e45) n=${name#n}; run "$name" "${n%-cos-e45}" no blur_bicubic 0.001 cosine 45 ;;
         n[0-9]*) run "$name" "${name#n}" no blur_bicubic 0.001 constant 15 ;;
         ft[0-9]*-cos) n=${name#ft}; run "$name" "${n%-cos}" yes blur_bicubic 0.001 cosine 15 ;;
         ft[0-9]*-cos-e45) n=${name#ft}; run "$name" "${n%-cos-e45}" yes blur_bicubic 0.001 cosine 45 ;;
         ft[0-9]*-lr4) n=${name#ft}; run "$name" "${n%-lr4}" yes blur_bicubic 0.0001 constant 15 ;;  # a tenth of the rate
         ft[0-9]*) run "$name" "${name#ft}" yes blur_bicubic 0.001 constant 15 ;;
         kspace-ft80) run "$name" 80 yes kspace 0.001 constant 15 ;;
+        kspace-ft80-cos-e45) run "$name" 80 yes kspace 0.001 cosine 45 ;;
         kspace-n80) run "$name" 80 no kspace 0.001 constant 15 ;;
         *) echo "unknown run $name" >&2; exit 2 ;;
     esac

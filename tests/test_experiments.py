@@ -61,11 +61,11 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     for i in range(1, 101):
         (acdc / f"patient{i:03d}").mkdir(parents=True)
     calls = _run_recipe(tmp_path, "acdc_experiments.sh", "n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45",
-                        env={"ACDC_ROOT": str(acdc)})
-    names = ("n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45")
+                        "n80-cos-e45", env={"ACDC_ROOT": str(acdc)})
+    names = ("n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45", "n80-cos-e45")
     assert [c[:5] for c in calls] == [["exp", "run", "-f", "-n", f"acdc-{n}"] for n in names]
     splits = [_params_after(tmp_path, c)["prepare"]["split"] for c in calls]
-    assert [len(s["train"]) for s in splits] == [1, 3, 80, 80, 80]
+    assert [len(s["train"]) for s in splits] == [1, 3, 80, 80, 80, 80]
     assert splits[0]["train"] == splits[1]["train"][:1] and splits[1]["train"] == splits[2]["train"][:3]  # nested
     for s in splits:
         assert s["val"] == splits[0]["val"] and s["test"] == splits[0]["test"] and len(s["test"]) == 10
@@ -74,10 +74,10 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     for previous in (None, calls[-1]):
         params = [_params_after(tmp_path, c, previous) for c in calls]
         assert [p["train"]["init"] for p in params] == [None, "init/{model}.keras", None, "init/{model}.keras",
-                                                        "init/{model}.keras"]
-        assert [p["degrade"]["method"] for p in params] == ["blur_bicubic"] * 3 + ["kspace", "blur_bicubic"]
-        assert [p["train"]["schedule"] for p in params] == ["constant"] * 4 + ["cosine"]
-        assert [p["models"]["mse-NN"]["epochs"] for p in params] == [15] * 4 + [45]
+                                                        "init/{model}.keras", None]
+        assert [p["degrade"]["method"] for p in params] == ["blur_bicubic"] * 3 + ["kspace"] + ["blur_bicubic"] * 2
+        assert [p["train"]["schedule"] for p in params] == ["constant"] * 4 + ["cosine"] * 2
+        assert [p["models"]["mse-NN"]["epochs"] for p in params] == [15] * 4 + [45] * 2
     assert all(p["prepare"]["source"] == "nifti" and p["evaluate"]["external"]["path"] == "../shared/data/sunnybrook"
                for p in params)
     assert all(c[-2:] == ["evaluate@mse-NN", "baselines"] for c in calls)
