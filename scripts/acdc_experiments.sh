@@ -39,17 +39,20 @@ run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE SCHEDULE EPOCHS [extra -
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(ft80 n1 ft1 n3 ft3 n10 ft10 n30 ft30 n80 kspace-ft80)
+# A run's name says its recipe: [kspace-](n|ft)<patients>[-lr4][-cos][-e<epochs>], e.g. ft80, n1, ft1-lr4,
+# kspace-ft80, ft80-cos-e45 (default: the seed's degradation, learning rate 1e-3 constant, 15 epochs;
+# n: from scratch, ft: fine-tuned from init/; -lr4: a tenth of the rate; -cos: train.schedule cosine).
 for name in "${names[@]}"; do
-    case $name in  # the first pattern that matches wins: longer names first
-        n[0-9]*-cos-e45) n=${name#n}; run "$name" "${n%-cos-e45}" no blur_bicubic 0.001 cosine 45 ;;
-        n[0-9]*) run "$name" "${name#n}" no blur_bicubic 0.001 constant 15 ;;
-        ft[0-9]*-cos) n=${name#ft}; run "$name" "${n%-cos}" yes blur_bicubic 0.001 cosine 15 ;;
-        ft[0-9]*-cos-e45) n=${name#ft}; run "$name" "${n%-cos-e45}" yes blur_bicubic 0.001 cosine 45 ;;
-        ft[0-9]*-lr4) n=${name#ft}; run "$name" "${n%-lr4}" yes blur_bicubic 0.0001 constant 15 ;;  # a tenth of the rate
-        ft[0-9]*) run "$name" "${name#ft}" yes blur_bicubic 0.001 constant 15 ;;
-        kspace-ft80) run "$name" 80 yes kspace 0.001 constant 15 ;;
-        kspace-ft80-cos-e45) run "$name" 80 yes kspace 0.001 cosine 45 ;;
-        kspace-n80) run "$name" 80 no kspace 0.001 constant 15 ;;
-        *) echo "unknown run $name" >&2; exit 2 ;;
+    rest=$name method=blur_bicubic lr=0.001 schedule=constant epochs=15
+    case $rest in kspace-*) method=kspace; rest=${rest#kspace-} ;; esac
+    case $rest in *-e[0-9]*) epochs=${rest##*-e}; rest=${rest%-e*} ;; esac
+    case $rest in *-cos) schedule=cosine; rest=${rest%-cos} ;; esac
+    case $rest in *-lr4) lr=0.0001; rest=${rest%-lr4} ;; esac
+    case $rest in
+        n[0-9]*) init=no; n=${rest#n} ;;
+        ft[0-9]*) init=yes; n=${rest#ft} ;;
+        *) n=x ;;
     esac
+    [[ $n =~ ^[0-9]+$ && $epochs =~ ^[0-9]+$ ]] || { echo "unknown run $name: expected [kspace-](n|ft)N[-lr4][-cos][-eN]" >&2; exit 2; }
+    run "$name" "$n" "$init" "$method" "$lr" "$schedule" "$epochs"
 done

@@ -78,6 +78,7 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
         assert [p["degrade"]["method"] for p in params] == ["blur_bicubic"] * 3 + ["kspace"] + ["blur_bicubic"] * 2
         assert [p["train"]["schedule"] for p in params] == ["constant"] * 4 + ["cosine"] * 2
         assert [p["models"]["mse-NN"]["epochs"] for p in params] == [15] * 4 + [45] * 2
+        assert [p["train"]["learning_rate"] for p in params] == [0.001] * 6
     assert all(p["prepare"]["source"] == "nifti" and p["evaluate"]["external"]["path"] == "../shared/data/sunnybrook"
                for p in params)
     assert all(c[-2:] == ["evaluate@mse-NN", "baselines"] for c in calls)
@@ -116,6 +117,25 @@ def _exp(name: str, train, init, model_psnr: float, ext: bool = True, epochs: in
         "params": {"params.yaml": {"data": params}},
         "metrics": {"metrics/models/mse-NN.json": {"data": scores(model_psnr)},
                     "metrics/models/bicubic.json": {"data": scores(26.0)}}}}
+
+
+def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, repo):
+    acdc = tmp_path / "acdc"
+    for i in range(1, 101):
+        (acdc / f"patient{i:03d}").mkdir(parents=True)
+    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft1-lr4", "kspace-n3-cos-e30", env={"ACDC_ROOT": str(acdc)})
+    first, second = (_params_after(tmp_path, c) for c in calls)
+    assert first["train"]["learning_rate"] == 0.0001 and first["train"]["init"] == "init/{model}.keras"
+    assert (first["train"]["schedule"], first["models"]["mse-NN"]["epochs"]) == ("constant", 15)
+    assert second["degrade"]["method"] == "kspace" and second["train"]["init"] is None
+    assert (second["train"]["schedule"], second["models"]["mse-NN"]["epochs"]) == ("cosine", 30)
+    assert len(second["prepare"]["split"]["train"]) == 3
+    for bad in ("x80", "ft", "ft80-e", "n3-fast"):
+        proc = subprocess.run(["bash", str(ROOT / "scripts" / "acdc_experiments.sh"), bad], cwd=tmp_path / "repo",
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": (
+                                  f"{tmp_path / 'bin'}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}")})
+        assert proc.returncode == 2 and proc.stderr.strip().startswith(f"unknown run {bad}:"), (bad, proc.stderr)
+    assert len(list((tmp_path / "calls").iterdir())) == 2  # the bad names called no dvc
 
 
 def test_results_table_and_curve_come_from_the_experiments(tmp_path, capsys):
