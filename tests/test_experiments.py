@@ -132,7 +132,7 @@ def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, 
     assert len(second["prepare"]["split"]["train"]) == 3
     for bad in ("x80", "ft", "ft80-e", "n3-fast"):
         proc = subprocess.run(["bash", str(ROOT / "scripts" / "acdc_experiments.sh"), bad], cwd=tmp_path / "repo",
-                              capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": (
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "ACDC_ROOT": str(acdc), "PATH": (
                                   f"{tmp_path / 'bin'}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}")})
         assert proc.returncode == 2 and proc.stderr.strip().startswith(f"unknown run {bad}:"), (bad, proc.stderr)
     assert len(list((tmp_path / "calls").iterdir())) == 2  # the bad names called no dvc
