@@ -6,6 +6,9 @@ warm-up call; the best and the median of ``--repeats`` calls, and each engine's 
 Keras' ``predict_on_batch`` (today's path, whose bytes predict writes):
 
 * ``keras``: ``model.predict_on_batch`` (cardiac_sr.inference);
+* ``keras fp32-fast``: the same call of the fast graph (``predict --precision fp32-fast``: sub-pixel
+  up-sampling, the output convolution as a 1x1 convolution and a shifted sum; cardiac_sr.precision);
+* ``keras bf16``, ``keras bf16-fast``: the reduced-precision paths, for comparison;
 * ``tf.function``: the model called inside one traced function;
 * ``xla``: the same with ``jit_compile=True``;
 * ``onnxruntime``: ``cardiac-sr export --format onnx`` run by ONNX Runtime's CPU provider, with as many
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from cardiac_sr.inference import load_model
+    from cardiac_sr.precision import with_precision
     from cardiac_sr.predict import export
 
     model, card = load_model(args.model)
@@ -68,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         options.intra_op_num_threads, options.inter_op_num_threads = cores, 1
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
+        variants = {p: with_precision(model, p) for p in ("fp32-fast", "bf16", "bf16-fast")}
         engines = {"keras": lambda: model.predict_on_batch(x),
+                   **{f"keras {p}": (lambda m=m: m.predict_on_batch(x)) for p, m in variants.items()},
                    "tf.function": lambda: traced(tf.constant(x)),
                    "xla": lambda: compiled(tf.constant(x)),
                    "onnxruntime": lambda: session.run(None, {name: x})[0]}
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             best, median, out = timed(call, args.repeats)
             reference = out if reference is None else reference
             diff = float(np.abs(out - reference).max())
-            print(f"  {engine:12s} best {best:.3f} s, median {median:.3f} s per image; "
+            print(f"  {engine:16s} best {best:.3f} s, median {median:.3f} s per image; "
                   f"max |difference| from keras {diff:.1e}{' (bit-identical)' if diff == 0 else ''}", flush=True)
     return 0
 

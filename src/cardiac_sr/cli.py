@@ -138,9 +138,12 @@ def _precision_argument(p: argparse.ArgumentParser) -> None:
     from .precision import PRECISIONS
 
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default): the exact model; bf16: convolutions in bfloat16, the bicubic path and the "
-                        "output sum in float32, faster on CPUs with AVX512-BF16/AMX (cost in quality measured "
-                        "with assess: docs/operations.md)")
+                   help="fp32 (default): the exact model, bit-identical to it; fp32-fast: the same function as a "
+                        "graph with fewer operations (sub-pixel up-sampling, the output convolution as a 1x1 "
+                        "convolution and a shifted sum), equal to fp32 up to float32 rounding, about 2x faster on "
+                        "a CPU; bf16: convolutions in bfloat16, the bicubic path and the output sum in float32, "
+                        "faster on CPUs with AVX512-BF16/AMX; bf16-fast: both (costs in quality measured with "
+                        "assess: docs/operations.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

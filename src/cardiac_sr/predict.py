@@ -227,7 +227,7 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
     """The ``cardiac-sr predict`` command; returns the paths written.
 
     ``ensemble``: write the mean of the 8-fold self-ensemble instead of the plain prediction.
-    ``precision``: ``fp32`` (exact) or ``bf16`` (:mod:`cardiac_sr.precision`).
+    ``precision``: ``fp32`` (exact), ``fp32-fast``, ``bf16`` or ``bf16-fast`` (:mod:`cardiac_sr.precision`).
     ``preview``: also write this animated GIF of the first study's middle slice over all phases,
     input next to super-resolved (:func:`write_preview`).
     """
