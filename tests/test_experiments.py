@@ -123,19 +123,24 @@ def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, 
     acdc = tmp_path / "acdc"
     for i in range(1, 101):
         (acdc / f"patient{i:03d}").mkdir(parents=True)
-    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft1-lr4", "kspace-n3-cos-e30", env={"ACDC_ROOT": str(acdc)})
-    first, second = (_params_after(tmp_path, c) for c in calls)
+    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft1-lr4", "kspace-n3-cos-e30", "ft80-cos-e90-se",
+                        env={"ACDC_ROOT": str(acdc)})
+    first, second, third = (_params_after(tmp_path, c) for c in calls)
+    assert (third["evaluate"]["self_ensemble"], third["train"]["schedule"], third["models"]["mse-NN"]["epochs"]) == (
+        True, "cosine", 90)
+    assert first["evaluate"]["self_ensemble"] is False  # set in every run, also after a -se run:
+    assert _params_after(tmp_path, calls[0], previous=calls[2])["evaluate"]["self_ensemble"] is False
     assert first["train"]["learning_rate"] == 0.0001 and first["train"]["init"] == "init/{model}.keras"
     assert (first["train"]["schedule"], first["models"]["mse-NN"]["epochs"]) == ("constant", 15)
     assert second["degrade"]["method"] == "kspace" and second["train"]["init"] is None
     assert (second["train"]["schedule"], second["models"]["mse-NN"]["epochs"]) == ("cosine", 30)
     assert len(second["prepare"]["split"]["train"]) == 3
-    for bad in ("x80", "ft", "ft80-e", "n3-fast"):
+    for bad in ("x80", "ft", "ft80-e", "n3-fast", "ft80-se-cos"):
         proc = subprocess.run(["bash", str(ROOT / "scripts" / "acdc_experiments.sh"), bad], cwd=tmp_path / "repo",
                               capture_output=True, text=True, timeout=120, env={**os.environ, "ACDC_ROOT": str(acdc), "PATH": (
                                   f"{tmp_path / 'bin'}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}")})
         assert proc.returncode == 2 and proc.stderr.strip().startswith(f"unknown run {bad}:"), (bad, proc.stderr)
-    assert len(list((tmp_path / "calls").iterdir())) == 2  # the bad names called no dvc
+    assert len(list((tmp_path / "calls").iterdir())) == 3  # the bad names called no dvc
 
 
 def test_results_table_and_curve_come_from_the_experiments(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """predict / assess / export on real Sunnybrook DICOM (a few images of one study) with tiny models."""
 
 import shutil
+import types
 
 import nibabel as nib
 import numpy as np
@@ -470,6 +471,19 @@ def test_a_study_too_large_for_the_memory_is_refused_with_the_estimate(models, t
         assert f"(3 slices x 4 phases of 32 x 32) needs about 0.8 GiB of memory and {available} GiB are available; " \
             f"{fix}" in err, err
         assert err.count("\n") == 1 and not (tmp_path / "y.npy").exists()
+    # the fast graph's feature maps take more (precision.fast_graph): its estimate says so, and predict asks for it
+    study = types.SimpleNamespace(image=np.zeros((12, 20, 256, 256), np.int16))
+    exact, fast = (cardiac_sr.predict.memory_needed(study, 4, False, False, precision=p) for p in ("fp32", "fp32-fast"))
+    assert fast - exact >= 1024 * 1024 * (cardiac_sr.predict.FAST_ACTIVATION_BYTES - cardiac_sr.predict.ACTIVATION_BYTES)
+    asked = []
+
+    def needed(*args, **kwargs):
+        asked.append(args[6:] + tuple(kwargs.values()))
+        raise CardiacSRError("asked")
+
+    monkeypatch.setattr(cardiac_sr.predict, "memory_needed", needed)
+    assert main(args + ["--precision", "fp32-fast"]) == 2
+    assert asked and asked[0][-1] == "fp32-fast"
 
 
 def test_a_folder_of_nifti_volumes_gives_a_folder_of_the_same_names(models, tmp_path, capsys):

@@ -128,15 +128,20 @@ def _subpixel_layer_class():
             import tensorflow as tf  # conv + bias_add + relu: the pattern TensorFlow fuses into one oneDNN call
 
             lo, hi = self.pad
-            y = tf.nn.bias_add(tf.nn.conv2d(tf.pad(x, [[0, 0], [lo, hi], [lo, hi], [0, 0]]), self.kernel, 1, "VALID"),
-                               self.bias)
-            if self.relu:  # before the shuffle: a quarter of the pixels per channel group, the same values
-                y = tf.nn.relu(y)
+            padded = tf.pad(x, [[0, 0], [lo, hi], [lo, hi], [0, 0]])
             shape = tf.shape(x)
             h, w, f = shape[1], shape[2], self.filters
             starts = [first + lo for first, _ in self.windows]
-            rows = [tf.stack([y[:, starts[a]:starts[a] + h, starts[b]:starts[b] + w, (2 * a + b) * f:(2 * a + b + 1) * f]
-                              for b in range(2)], axis=3) for a in range(2)]   # each (B, H, W, 2 columns, F)
+            rows, done = [], []
+            for a in range(2):  # one output row phase after the other: half the feature maps alive at a time
+                with tf.control_dependencies(done):
+                    y = tf.nn.bias_add(tf.nn.conv2d(padded, self.kernel[..., 2 * a * f:2 * (a + 1) * f], 1, "VALID"),
+                                       self.bias[2 * a * f:2 * (a + 1) * f])
+                if self.relu:  # before the shuffle: the same values, on the smaller maps
+                    y = tf.nn.relu(y)
+                rows.append(tf.stack([y[:, starts[a]:starts[a] + h, starts[b]:starts[b] + w, b * f:(b + 1) * f]
+                                      for b in range(2)], axis=3))  # (B, H, W, 2 columns, F)
+                done = [rows[-1]]
             return tf.reshape(tf.stack(rows, axis=2), (shape[0], 2 * h, 2 * w, f))  # (B, H, 2, W, 2, F) -> 2H x 2W
 
         def compute_output_shape(self, input_shape):
@@ -153,9 +158,9 @@ def _shift_sum_layer_class():
         """A 'same' k x k convolution to one channel as a 1x1 convolution to k^2 channels (one per tap: a
         well-shaped matrix product) and the sum of the k^2 planes, each shifted by its tap's offset."""
 
-        def __init__(self, kernel_size: int, **kwargs):
+        def __init__(self, kernel_size: int, rows_per_pass: int = 3, **kwargs):
             super().__init__(**kwargs)
-            self.kernel_size = kernel_size
+            self.kernel_size, self.rows_per_pass = kernel_size, rows_per_pass
 
         def build(self, input_shape):
             k = self.kernel_size
@@ -169,10 +174,16 @@ def _shift_sum_layer_class():
             k, r = self.kernel_size, self.kernel_size // 2
             shape = tf.shape(x)
             b, h, w = shape[0], shape[1], shape[2]
-            z = tf.transpose(tf.nn.conv2d(x, self.kernel, 1, "VALID"), (3, 0, 1, 2))   # taps, B, H, W
-            z = tf.reshape(tf.pad(z, [[0, 0], [0, 0], [r, r], [r, r]]), (k, k, b, h + 2 * r, w + 2 * r))
-            rows = tf.add_n([z[:, dx, :, :, dx:dx + w] for dx in range(k)])              # per row tap: B, H+2r, W
-            out = tf.add_n([rows[dy, :, dy:dy + h] for dy in range(k)])
+            padded = tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]])
+            out = None
+            for first in range(0, k, self.rows_per_pass):  # a few kernel rows at a time: k^2 planes never all alive
+                rows = range(first, min(k, first + self.rows_per_pass))
+                with tf.control_dependencies([] if out is None else [out]):
+                    z = tf.nn.conv2d(padded, self.kernel[..., first * k:(rows[-1] + 1) * k], 1, "VALID")
+                z = tf.reshape(tf.transpose(z, (3, 0, 1, 2)), (len(rows), k, b, h + 2 * r, w + 2 * r))
+                across = tf.add_n([z[:, dx, :, :, dx:dx + w] for dx in range(k)])   # per kernel row: B, H + 2r, W
+                part = tf.add_n([across[i, :, dy:dy + h] for i, dy in enumerate(rows)])
+                out = part if out is None else out + part
             return out[..., None] + self.bias
 
         def compute_output_shape(self, input_shape):

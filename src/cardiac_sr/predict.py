@@ -90,17 +90,18 @@ def available_memory() -> int | None:
 
 TF_BASE = 0.64 * 2**30  # TensorFlow and the loaded model (measured RSS)
 ACTIVATION_BYTES = 1000  # feature maps per output pixel of one model call (measured: +0.98 GiB at 1 Mpixel)
+FAST_ACTIVATION_BYTES = 1200  # the same for --precision fp32-fast (measured: +1.10 GiB at 1 Mpixel; bf16 needs less)
 SECONDS_PER_MPIXEL = 0.72  # mse-NN on the 2-core reference machine, per million output pixels (benchmarks/predict_throughput.py)
 CHUNK_OUTPUT_PIXELS = 1 << 22  # output pixels predicted and written at a time: 4 images of 1024 x 1024
 
 
 def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, batch_size: int = 8,
-                  tile: int = 256) -> int:
+                  tile: int = 256, precision: str = "fp32") -> int:
     """Peak bytes of predicting one study (TensorFlow and the model loaded): the larger of reading it (the
     input in float32 and the stored values it came from, int16 for most scans) and predicting it (the input
     as :func:`cardiac_sr.study.compact_image` keeps it, one chunk of output images in a few float32 copies,
     float64 sums for the self-ensemble, and the feature maps of one model call of ``batch_size`` images or
-    ``tile`` tiles).
+    ``tile`` tiles, more for ``--precision fp32-fast``'s graph).
     Nothing grows with the output: it is streamed."""
     s, t, h, w = study.image.shape
     chunk = min(_chunk_images(h, w, scale, batch_size, tile, uncertainty or ensemble), s * t) * h * w * scale * scale
@@ -109,18 +110,18 @@ def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, b
     per_call = images_per_call(h, w, scale, batch_size, tile) * window
     read_bytes = study.image.size * 4  # the reader's float32 study and the stored values it came from
     return int(TF_BASE + max(1.5 * read_bytes, study.image.nbytes + chunk * per_output_pixel +
-                             per_call * ACTIVATION_BYTES))
+                             per_call * (FAST_ACTIVATION_BYTES if precision == "fp32-fast" else ACTIVATION_BYTES)))
 
 
 def check_memory(study: Study, scale: int, uncertainty: bool, ensemble: bool, source, batch_size: int = 8,
-                 tile: int = 256) -> None:
+                 tile: int = 256, precision: str = "fp32") -> None:
     """Say what the study needs (memory, and time at the reference machine's speed) before the work, and refuse
     one whose prediction would not fit in memory (instead of an OOM kill), with the flags that make it fit
     where smaller model calls are enough."""
-    need, have = memory_needed(study, scale, uncertainty, ensemble, batch_size, tile), available_memory()
+    need, have = memory_needed(study, scale, uncertainty, ensemble, batch_size, tile, precision), available_memory()
     s, t, h, w = study.image.shape
     if have is not None and need > have:
-        lean = memory_needed(study, scale, uncertainty, ensemble, batch_size=1, tile=128)
+        lean = memory_needed(study, scale, uncertainty, ensemble, batch_size=1, tile=128, precision=precision)
         fix = (f"--batch-size 1 --tile 128 makes it fit (about {lean / 2**30:.1f} GiB)" if lean <= have else
                "give it fewer slices or phases at a time (e.g. one NIfTI per phase)")
         raise CardiacSRError(f"{source}: super-resolving patient {study.patient_id} ({s} slices x {t} phases of "
@@ -252,7 +253,8 @@ def predict(input_path, output, model_path=PREDICT_MODEL, fmt: str | None = None
     for p in extra:
         check_output(p, overwrite, fmt, inputs)
     written = []
-    for number, study in enumerate(_studies(scanned, scale, uncertainty, ensemble, input_path, batch_size, tile)):
+    for number, study in enumerate(_studies(scanned, scale, uncertainty, ensemble, input_path, batch_size, tile,
+                                            precision)):
         multi_target = (lambda base: base / study.patient_id) if multi else (lambda base: base)
         if multi:
             for base in [output] + extra:
@@ -318,7 +320,8 @@ def _model(model_path, percentile: float | None, precision: str = "fp32"):
     return model, card.scale, percentile, card.name
 
 
-def _studies(scanned, scale, uncertainty, ensemble, source, batch_size: int = 8, tile: int = 256):
+def _studies(scanned, scale, uncertainty, ensemble, source, batch_size: int = 8, tile: int = 256,
+             precision: str = "fp32"):
     """Each readable study of ``scanned``, one in memory at a time; a study that cannot fit in memory is
     refused before its work (:func:`check_memory`)."""
     for _, load in scanned:
@@ -326,7 +329,7 @@ def _studies(scanned, scale, uncertainty, ensemble, source, batch_size: int = 8,
         if study is None:  # an unreadable study among others (a warning was logged)
             continue
         study = dataclasses.replace(study, image=compact_image(study.image))  # int16 while it waits: half the memory
-        check_memory(study, scale, uncertainty, ensemble, source, batch_size, tile)
+        check_memory(study, scale, uncertainty, ensemble, source, batch_size, tile, precision)
         yield study
 
 
@@ -346,7 +349,7 @@ def predict_nifti_folder(input_path, output, model_path=PREDICT_MODEL, fmt: str 
     model, scale, percentile, name_on_card = _model(model_path, percentile, precision)
     written = []
     with atomic_dir(output, replace=overwrite) as tmp:
-        for study in _studies(scanned, scale, uncertainty, ensemble, input_path, batch_size, tile):
+        for study in _studies(scanned, scale, uncertainty, ensemble, input_path, batch_size, tile, precision):
             rel = Path(study.sources[0, 0]).relative_to(input_path)
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             names = [rel] + ([_sibling(rel, "uncertainty"), _sibling(rel, "warning")] if uncertainty else [])
