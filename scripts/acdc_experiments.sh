@@ -8,6 +8,10 @@
 #   bash scripts/acdc_experiments.sh ft80 n1 ft1 ...   # run these (default: all, in this order)
 #   python scripts/exp_results.py table acdc-n80 acdc-ft80  # the table (and `curve acdc-`: the figure)
 #
+# A stage whose params and dependencies equal an earlier run's is restored from DVC's run cache instead of
+# re-run (a -se run after its plain run re-runs only the evaluation); FORCE=1 re-runs every stage and
+# replaces an experiment of the same name (dvc exp run -f).
+#
 # Run it in a checkout next to ../shared (a git worktree is fine; `dvc queue` runs in a temporary
 # folder where ../shared does not resolve).  Fine-tuning reads init/mse-NN.keras: copy the phantom
 # model there first (cp models/mse-NN.keras init/).  About 13 min a run on the 2-core reference machine.
@@ -35,7 +39,7 @@ run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE SCHEDULE EPOCHS ENSEMBLE
     echo "== $name: $n training patients, fine-tuned: $init, $method, learning rate $lr ($schedule), $epochs epochs," \
          "self-ensemble: $ensemble $(date -u +%H:%M)"
     # shellcheck disable=SC2046
-    dvc exp run -f -n "acdc-$name" $(cat profiles/acdc.args) "${args[@]}" "$@" "evaluate@$MODEL" baselines
+    dvc exp run ${FORCE:+-f} -n "acdc-$name" $(cat profiles/acdc.args) "${args[@]}" "$@" "evaluate@$MODEL" baselines
 }
 
 names=("$@")

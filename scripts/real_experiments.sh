@@ -10,6 +10,8 @@
 #
 # Run it in a checkout next to ../shared (a git worktree is fine; `dvc queue` runs in a temporary folder
 # where ../shared does not resolve).  STUDIES: the patient ids under prepare.path (default: Sunnybrook's).
+# Stages whose params and dependencies equal an earlier run's come from DVC's run cache; FORCE=1 re-runs
+# them all and replaces experiments of the same names (dvc exp run -f).
 set -euo pipefail
 MODEL=${MODEL:-mse-NN}
 STUDIES=${STUDIES:-SCD0000101 SCD0000201}
@@ -28,7 +30,7 @@ for a in $STUDIES; do
             fi
             echo "== $name $(date -u +%H:%M)"
             # shellcheck disable=SC2046
-            dvc exp run -f -n "$name" $(cat profiles/real.args) -S "prepare.split.train=[$a]" \
+            dvc exp run ${FORCE:+-f} -n "$name" $(cat profiles/real.args) -S "prepare.split.train=[$a]" \
                 -S "prepare.split.val=[]" -S "prepare.split.test=[$b]" "${extra[@]}" "evaluate@$MODEL" baselines
         done
     done

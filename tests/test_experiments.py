@@ -63,7 +63,7 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     calls = _run_recipe(tmp_path, "acdc_experiments.sh", "n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45",
                         "n80-cos-e45", env={"ACDC_ROOT": str(acdc)})
     names = ("n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45", "n80-cos-e45")
-    assert [c[:5] for c in calls] == [["exp", "run", "-f", "-n", f"acdc-{n}"] for n in names]
+    assert [c[:4] for c in calls] == [["exp", "run", "-n", f"acdc-{n}"] for n in names]  # run cache on: FORCE=1 for -f
     splits = [_params_after(tmp_path, c)["prepare"]["split"] for c in calls]
     assert [len(s["train"]) for s in splits] == [1, 3, 80, 80, 80, 80]
     assert splits[0]["train"] == splits[1]["train"][:1] and splits[1]["train"] == splits[2]["train"][:3]  # nested
@@ -84,9 +84,15 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     assert all(c[-2:] == ["evaluate@mse-NN", "baselines"] for c in calls)
 
 
+def test_forced_runs_pass_dvc_force(tmp_path, repo):
+    """FORCE=1: every stage re-run and a same-named experiment replaced (dvc exp run -f); otherwise the run cache."""
+    calls = _run_recipe(tmp_path, "real_experiments.sh", env={"FORCE": "1", "STUDIES": "a b"})
+    assert len(calls) == 4 and all(c[:3] == ["exp", "run", "-f"] for c in calls)
+
+
 def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_path, repo):
     calls = _run_recipe(tmp_path, "real_experiments.sh")
-    names = [c[4] for c in calls]
+    names = [c[3] for c in calls]
     assert names == ["real-SCD0000101-SCD0000201", "real-SCD0000101-SCD0000201-ft",
                      "real-SCD0000201-SCD0000101", "real-SCD0000201-SCD0000101-ft"]
     acdc_kspace = ["-S", "degrade.method=kspace", "-S", "train.learning_rate=0.0001", "-S", 'train.init="init/x.keras"',
