@@ -8,9 +8,9 @@
 #   bash scripts/acdc_experiments.sh ft80 n1 ft1 ...   # run these (default: all, in this order)
 #   python scripts/exp_results.py table acdc-n80 acdc-ft80  # the table (and `curve acdc-`: the figure)
 #
-# A stage whose params and dependencies equal an earlier run's is restored from DVC's run cache instead of
-# re-run (a -se run after its plain run re-runs only the evaluation); FORCE=1 re-runs every stage and
-# replaces an experiment of the same name (dvc exp run -f).
+# prepare, degrade and external stages whose params and dependencies equal an earlier run's are restored
+# from DVC's run cache (train always runs: its logs are not cached, so DVC keeps no run-cache entry for
+# it); FORCE=1 re-runs every stage and replaces an experiment of the same name (dvc exp run -f).
 #
 # Run it in a checkout next to ../shared (a git worktree is fine; `dvc queue` runs in a temporary
 # folder where ../shared does not resolve).  Fine-tuning reads init/mse-NN.keras: copy the phantom
@@ -47,8 +47,7 @@ names=("$@")
 # A run's name says its recipe: [kspace-](n|ft)<patients>[-lr4][-cos][-e<epochs>][-se], e.g. ft80, n1, ft1-lr4,
 # kspace-ft80, ft80-cos-e45 (default: the seed's degradation, learning rate 1e-3 constant, 15 epochs;
 # n: from scratch, ft: fine-tuned from init/; -lr4: a tenth of the rate; -cos: train.schedule cosine;
-# -se: scored as the 8-fold self-ensemble, evaluate.self_ensemble: a run that differs from an earlier one
-# only in -se takes its trained model from DVC's run cache and re-runs the evaluation alone).
+# -se: scored as the 8-fold self-ensemble, evaluate.self_ensemble: true).
 for name in "${names[@]}"; do
     rest=$name method=blur_bicubic lr=0.001 schedule=constant epochs=15 ensemble=false
     case $rest in kspace-*) method=kspace; rest=${rest#kspace-} ;; esac

@@ -10,8 +10,8 @@
 #
 # Run it in a checkout next to ../shared (a git worktree is fine; `dvc queue` runs in a temporary folder
 # where ../shared does not resolve).  STUDIES: the patient ids under prepare.path (default: Sunnybrook's).
-# Stages whose params and dependencies equal an earlier run's come from DVC's run cache; FORCE=1 re-runs
-# them all and replaces experiments of the same names (dvc exp run -f).
+# prepare/degrade/external stages equal to an earlier run's come from DVC's run cache (train always runs);
+# FORCE=1 re-runs them all and replaces experiments of the same names (dvc exp run -f).
 set -euo pipefail
 MODEL=${MODEL:-mse-NN}
 STUDIES=${STUDIES:-SCD0000101 SCD0000201}

@@ -63,7 +63,7 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     calls = _run_recipe(tmp_path, "acdc_experiments.sh", "n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45",
                         "n80-cos-e45", env={"ACDC_ROOT": str(acdc)})
     names = ("n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45", "n80-cos-e45")
-    assert [c[:4] for c in calls] == [["exp", "run", "-n", f"acdc-{n}"] for n in names]  # run cache on: FORCE=1 for -f
+    assert [c[:4] for c in calls] == [["exp", "run", "-n", f"acdc-{n}"] for n in names]  # the run cache for prepare/degrade; FORCE=1 for -f
     splits = [_params_after(tmp_path, c)["prepare"]["split"] for c in calls]
     assert [len(s["train"]) for s in splits] == [1, 3, 80, 80, 80, 80]
     assert splits[0]["train"] == splits[1]["train"][:1] and splits[1]["train"] == splits[2]["train"][:3]  # nested
