@@ -108,8 +108,9 @@ def _subpixel_layer_class():
     import keras
 
     class SubpixelConv(keras.layers.Layer):
-        """Nearest x2 + a 'same' k x k convolution, computed at the input's resolution: zero padding, one
-        valid (k+1)/2 x (k+1)/2 convolution to 4F channels, each phase's window cut out, pixel shuffle."""
+        """Nearest x2 + a 'same' k x k convolution, computed at the input's resolution: zero padding, then per
+        output row phase a valid (k+1)/2 x (k+1)/2 convolution to 2F channels (its two column phases), each
+        phase's window cut out; the pixel shuffle interleaves the four."""
 
         def __init__(self, filters: int, kernel_size: int, relu: bool, **kwargs):
             super().__init__(**kwargs)
