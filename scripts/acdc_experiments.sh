@@ -23,35 +23,38 @@ VAL=patient003,patient005,patient025,patient026,patient052,patient053,patient062
 TEST=patient019,patient022,patient028,patient034,patient043,patient051,patient057,patient060,patient072,patient093
 ORDER=$(python scripts/exp_results.py acdc-order)
 
-run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE SCHEDULE EPOCHS ENSEMBLE(true|false) [extra -S ...]
-    local name=$1 n=$2 init=$3 method=$4 lr=$5 schedule=$6 epochs=$7 ensemble=$8; shift 8
+run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE SCHEDULE EPOCHS ENSEMBLE(true|false) KEEP_INIT [extra -S ...]
+    local name=$1 n=$2 init=$3 method=$4 lr=$5 schedule=$6 epochs=$7 ensemble=$8 keep=$9; shift 9
     local train
     train=$(echo "$ORDER" | tr ',' '\n' | head -n "$n" | paste -sd, -)
     # every key a run may change is set in every run: `dvc exp run` starts from the workspace's params.yaml,
     # which holds the previous experiment's values
     local args=(-S "prepare.split.train=[$train]" -S "prepare.split.val=[$VAL]" -S "prepare.split.test=[$TEST]"
                 -S "degrade.method=$method" -S "train.learning_rate=$lr" -S train.init=null
-                -S "train.schedule=$schedule" -S "models.$MODEL.epochs=$epochs" -S "evaluate.self_ensemble=$ensemble")
+                -S "train.schedule=$schedule" -S "models.$MODEL.epochs=$epochs" -S "evaluate.self_ensemble=$ensemble"
+                -S "train.keep_init=$keep")
     if [ "$init" = yes ]; then
         test -f "init/$MODEL.keras" || { echo "init/$MODEL.keras missing: cp models/$MODEL.keras init/" >&2; exit 1; }
         args+=(-S 'train.init="init/{model}.keras"')
     fi
     echo "== $name: $n training patients, fine-tuned: $init, $method, learning rate $lr ($schedule), $epochs epochs," \
-         "self-ensemble: $ensemble $(date -u +%H:%M)"
+         "self-ensemble: $ensemble, share of the start kept: $keep $(date -u +%H:%M)"
     # shellcheck disable=SC2046
     dvc exp run ${FORCE:+-f} -n "acdc-$name" $(cat profiles/acdc.args) "${args[@]}" "$@" "evaluate@$MODEL" baselines
 }
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(ft80 n1 ft1 n3 ft3 n10 ft10 n30 ft30 n80 kspace-ft80)
-# A run's name says its recipe: [kspace-](n|ft)<patients>[-lr4][-cos][-e<epochs>][-se], e.g. ft80, n1, ft1-lr4,
-# kspace-ft80, ft80-cos-e45 (default: the seed's degradation, learning rate 1e-3 constant, 15 epochs;
-# n: from scratch, ft: fine-tuned from init/; -lr4: a tenth of the rate; -cos: train.schedule cosine;
+# A run's name says its recipe: [kspace-](n|ft)<patients>[-lr4][-cos][-e<epochs>][-wise][-se], e.g. ft80, n1,
+# ft1-lr4, kspace-ft80, ft80-cos-e45, ft1-wise (default: the seed's degradation, learning rate 1e-3 constant,
+# 15 epochs; n: from scratch, ft: fine-tuned from init/; -lr4: a tenth of the rate; -cos: train.schedule
+# cosine; -wise: half the start's weights kept, train.keep_init: 0.5 (WiSE-FT; fine-tuned runs only);
 # -se: scored as the 8-fold self-ensemble, evaluate.self_ensemble: true).
 for name in "${names[@]}"; do
-    rest=$name method=blur_bicubic lr=0.001 schedule=constant epochs=15 ensemble=false
+    rest=$name method=blur_bicubic lr=0.001 schedule=constant epochs=15 ensemble=false keep=0.0
     case $rest in kspace-*) method=kspace; rest=${rest#kspace-} ;; esac
     case $rest in *-se) ensemble=true; rest=${rest%-se} ;; esac
+    case $rest in *-wise) keep=0.5; rest=${rest%-wise} ;; esac
     case $rest in *-e[0-9]*) epochs=${rest##*-e}; rest=${rest%-e*} ;; esac
     case $rest in *-cos) schedule=cosine; rest=${rest%-cos} ;; esac
     case $rest in *-lr4) lr=0.0001; rest=${rest%-lr4} ;; esac
@@ -60,7 +63,7 @@ for name in "${names[@]}"; do
         ft[0-9]*) init=yes; n=${rest#ft} ;;
         *) n=x ;;
     esac
-    [[ $n =~ ^[0-9]+$ && $epochs =~ ^[0-9]+$ ]] || {
-        echo "unknown run $name: expected [kspace-](n|ft)N[-lr4][-cos][-eN][-se]" >&2; exit 2; }
-    run "$name" "$n" "$init" "$method" "$lr" "$schedule" "$epochs" "$ensemble"
+    [[ $n =~ ^[0-9]+$ && $epochs =~ ^[0-9]+$ && ($keep = 0.0 || $init = yes) ]] || {
+        echo "unknown run $name: expected [kspace-](n|ft)N[-lr4][-cos][-eN][-wise][-se] (-wise: ft runs only)" >&2; exit 2; }
+    run "$name" "$n" "$init" "$method" "$lr" "$schedule" "$epochs" "$ensemble" "$keep"
 done

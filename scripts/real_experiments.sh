@@ -21,8 +21,9 @@ for a in $STUDIES; do
         for start in scratch ft; do
             name=real-$a-$b
             # every key another recipe changes is set in every run: `dvc exp run` starts from the last
-            # experiment's params.yaml (an ACDC run leaves kspace, another learning rate, an external set)
-            extra=(-S train.init=null -S degrade.method=blur_bicubic -S train.learning_rate=0.001 -S evaluate.external=null)
+            # experiment's params.yaml (an ACDC run leaves kspace, another learning rate or schedule, an external set, ...)
+            extra=(-S train.init=null -S degrade.method=blur_bicubic -S train.learning_rate=0.001 -S evaluate.external=null
+                   -S train.schedule=constant -S models.$MODEL.epochs=15 -S train.keep_init=0.0 -S evaluate.self_ensemble=false)
             if [ $start = ft ]; then
                 test -f "init/$MODEL.keras" || { echo "init/$MODEL.keras missing: cp models/$MODEL.keras init/" >&2; exit 1; }
                 name=$name-ft

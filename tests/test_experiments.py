@@ -96,7 +96,9 @@ def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_pat
     assert names == ["real-SCD0000101-SCD0000201", "real-SCD0000101-SCD0000201-ft",
                      "real-SCD0000201-SCD0000101", "real-SCD0000201-SCD0000101-ft"]
     acdc_kspace = ["-S", "degrade.method=kspace", "-S", "train.learning_rate=0.0001", "-S", 'train.init="init/x.keras"',
-                   "-S", "evaluate.external={source:dicom,path:../shared/data/sunnybrook}"]  # an ACDC run's leftovers
+                   "-S", "evaluate.external={source:dicom,path:../shared/data/sunnybrook}", "-S", "train.keep_init=0.5",
+                   "-S", "train.schedule=cosine", "-S", "models.mse-NN.epochs=90",
+                   "-S", "evaluate.self_ensemble=true"]  # an ACDC run's leftovers
     for previous in (calls[1], acdc_kspace):  # after a fine-tuned run, after an ACDC k-space run
         for name, call in zip(names, calls, strict=True):
             p = _params_after(tmp_path, call, previous=previous)
@@ -104,7 +106,8 @@ def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_pat
             assert p["prepare"]["split"] == {"train": [a], "val": [], "test": [b]}
             assert p["train"]["init"] == ("init/{model}.keras" if name.endswith("-ft") else None)
             assert p["degrade"]["method"] == "blur_bicubic" and p["train"]["learning_rate"] == 0.001
-            assert p["evaluate"]["external"] is None
+            assert p["evaluate"]["external"] is None and p["evaluate"]["self_ensemble"] is False
+            assert (p["train"]["keep_init"], p["train"]["schedule"], p["models"]["mse-NN"]["epochs"]) == (0.0, "constant", 15)
 
 
 def _exp(name: str, train, init, model_psnr: float, ext: bool = True, epochs: int = 15, schedule: str | None = None
@@ -129,9 +132,12 @@ def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, 
     acdc = tmp_path / "acdc"
     for i in range(1, 101):
         (acdc / f"patient{i:03d}").mkdir(parents=True)
-    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft1-lr4", "kspace-n3-cos-e30", "ft80-cos-e90-se",
+    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft1-lr4", "kspace-n3-cos-e30", "ft80-cos-e90-se", "ft1-wise",
                         env={"ACDC_ROOT": str(acdc)})
-    first, second, third = (_params_after(tmp_path, c) for c in calls)
+    first, second, third, fourth = (_params_after(tmp_path, c) for c in calls)
+    assert (fourth["train"]["keep_init"], fourth["train"]["init"], fourth["evaluate"]["self_ensemble"]) == (
+        0.5, "init/{model}.keras", False)
+    assert [_params_after(tmp_path, c, previous=calls[3])["train"]["keep_init"] for c in calls[:3]] == [0.0] * 3
     assert (third["evaluate"]["self_ensemble"], third["train"]["schedule"], third["models"]["mse-NN"]["epochs"]) == (
         True, "cosine", 90)
     assert first["evaluate"]["self_ensemble"] is False  # set in every run, also after a -se run:
@@ -141,12 +147,12 @@ def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, 
     assert second["degrade"]["method"] == "kspace" and second["train"]["init"] is None
     assert (second["train"]["schedule"], second["models"]["mse-NN"]["epochs"]) == ("cosine", 30)
     assert len(second["prepare"]["split"]["train"]) == 3
-    for bad in ("x80", "ft", "ft80-e", "n3-fast", "ft80-se-cos"):
+    for bad in ("x80", "ft", "ft80-e", "n3-fast", "ft80-se-cos", "n1-wise", "ft1-se-wise"):
         proc = subprocess.run(["bash", str(ROOT / "scripts" / "acdc_experiments.sh"), bad], cwd=tmp_path / "repo",
                               capture_output=True, text=True, timeout=120, env={**os.environ, "ACDC_ROOT": str(acdc), "PATH": (
                                   f"{tmp_path / 'bin'}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}")})
         assert proc.returncode == 2 and proc.stderr.strip().startswith(f"unknown run {bad}:"), (bad, proc.stderr)
-    assert len(list((tmp_path / "calls").iterdir())) == 3  # the bad names called no dvc
+    assert len(list((tmp_path / "calls").iterdir())) == 4  # the bad names called no dvc
 
 
 def test_results_table_and_curve_come_from_the_experiments(tmp_path, capsys):

@@ -198,6 +198,35 @@ def test_train_init_starts_from_the_given_model(tmp_path, tiny_data):
     assert any(not np.array_equal(a, b) for a, b in zip(load_generator(path).get_weights(), src.get_weights(), strict=True))
 
 
+def test_train_keep_init_publishes_the_weight_space_average_of_start_and_fine_tuned(tmp_path, tiny_data):
+    (tmp_path / "init").mkdir()
+    src = build_generator(**generator_kwargs(Train.of(TINY_TRAIN, "train"), "NN", 4), name="mse-NN")
+    rng = np.random.default_rng(1)
+    src.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in src.get_weights()])
+    src.save(tmp_path / "init" / "mse-NN.keras")
+    start = src.get_weights()
+    tuned, summary = _train(tmp_path, tiny_data, _params(init="init/{model}.keras"), tag="tuned")
+    assert summary["keep_init"] == 0.0
+    tuned = load_generator(tuned).get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(tuned, start, strict=True))
+    # the same training (same seed, deterministic) published with half the start's weights kept
+    half, summary = _train(tmp_path, tiny_data, _params(init="init/{model}.keras", keep_init=0.5), tag="half")
+    assert summary["keep_init"] == 0.5
+    for h, a, b in zip(load_generator(half).get_weights(), start, tuned, strict=True):
+        np.testing.assert_allclose(h, 0.5 * a + 0.5 * b, rtol=1e-6, atol=1e-7)
+    # keep_init 1: the start itself, whatever the training did
+    whole, _ = _train(tmp_path, tiny_data, _params(init="init/{model}.keras", keep_init=1.0), tag="whole")
+    for a, b in zip(load_generator(whole).get_weights(), start, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_keep_init_needs_an_init_and_a_share_in_0_1(tmp_path, tiny_data):
+    with pytest.raises(CardiacSRError, match="train.keep_init 0.5 needs train.init"):
+        _train(tmp_path, tiny_data, _params(keep_init=0.5))
+    with pytest.raises(CardiacSRError, match="keep_init"):
+        Train.of({**TINY_TRAIN, "keep_init": 1.5}, "train")
+
+
 def test_train_init_is_part_of_the_resume_fingerprint(tmp_path, tiny_data):
     from cardiac_sr.train import fingerprint, init_path
 

@@ -242,6 +242,7 @@ class Train(Section):
     val_slices: int = integer(32, low=0, high=100000)
     val_batches: int = integer(4, low=1, high=10000)
     init: str | None = text(None)
+    keep_init: float = real(0.0, low=0, high=1)  # share of the train.init weights kept in the published model (WiSE-FT)
     strategy: str = one_of(STRATEGIES, "auto")
     mixed_precision: bool = flag(False)
     jit_compile: bool = flag(False)

@@ -340,13 +340,28 @@ def fit(model, loss, strategy, cfg: Train, scale: int, data: dict, run: RunDir, 
     return {k: float(v[-1]) for k, v in history.items()}, progress.epoch_seconds
 
 
-def publish(model, cfg: Train, card: Card, path: Path) -> None:
+def blend_with_init(weights: list, init: Path, keep: float) -> list:
+    """``train.keep_init``: the weight-space average ``keep x init + (1 - keep) x trained`` (WiSE-FT, Wortsman
+    et al., CVPR 2022): a fine-tuned model pulled back toward its start keeps more of what the start knew
+    (other sites, other scans) and most of what the fine-tuning added.  The two share an architecture
+    (checked when the run started from ``init``)."""
+    from .models import load_generator
+
+    start = load_generator(init).get_weights()
+    return [keep * w0 + (1.0 - keep) * w for w0, w in zip(start, weights, strict=True)]
+
+
+def publish(model, cfg: Train, card: Card, path: Path, init: Path | None = None) -> None:
     """Write a clean, uncompiled generator with its card: no loss or optimiser inside, loads in safe mode
-    anywhere; refused when a weight is not finite."""
+    anywhere; refused when a weight is not finite.  With ``train.keep_init`` > 0 the published weights
+    are blended with those of ``init`` (:func:`blend_with_init`)."""
     from .models import build_generator, generator_kwargs, save_generator
 
     clean = build_generator(**generator_kwargs(cfg, split_model_name(card.name)[1], card.scale), name=card.name)
-    clean.set_weights(model.get_weights())
+    weights = model.get_weights()
+    if cfg.keep_init > 0:
+        weights = blend_with_init(weights, init, cfg.keep_init)
+    clean.set_weights(weights)
     if not all(np.isfinite(w).all() for w in clean.get_weights()):
         raise CardiacSRError(f"{card.name}: the trained weights are not finite (NaN or inf); no model was published")
     with atomic_file(path, suffix=".keras") as tmp:
@@ -376,6 +391,9 @@ def train_model(name: str, cfg: Train, card: Card, prepared_dir: str | Path, deg
         log.warning("%s: the val split is empty, so this run reports no validation loss or PSNR", name)
     vsel = np.linspace(0, len(vhr) - 1, min(cfg.val_slices, len(vhr))).astype(int)
     init = init_path(cfg, name, run.root)
+    if cfg.keep_init > 0 and init is None:
+        raise CardiacSRError(f"params.yaml: train.keep_init {cfg.keep_init} needs train.init (the model whose weights "
+                             f"it keeps a share of); set train.init or keep_init: 0")
     fp = fingerprint({"name": name, "scale": scale, **cfg.as_dict()}, hr.files + lr.files + ([init] if init else [])
                      + CODE_FILES)
 
@@ -393,7 +411,7 @@ def train_model(name: str, cfg: Train, card: Card, prepared_dir: str | Path, deg
                                {"hr": hr, "lr": lr, "vhr": vhr, "vlr": vlr, "vsel": vsel}, run, fp, start,
                                chief=worker == 0)
     train_seconds = time.time() - t0
-    publish(model, cfg, card, run.model)
+    publish(model, cfg, card, run.model, init)
 
     summary = {
         "model": name, "loss": loss_name, "upsampling": upsampling, "parameters": n_params,
@@ -402,6 +420,7 @@ def train_model(name: str, cfg: Train, card: Card, prepared_dir: str | Path, deg
         "final": {k: v for k, v in final.items() if k != "epoch_seconds"},  # (in checkpoints of older runs)
         "val_bicubic_psnr": _bicubic_psnr(vlr[vsel], vhr[vsel], scale) if len(vhr) else None,
         "init": cfg.init.replace("{model}", name) if init else None,  # as params.yaml names it
+        "keep_init": cfg.keep_init,
     }
     timings = {"resumed_from_epoch": start, "train_seconds_this_run": round(train_seconds, 1),
                "epoch_seconds": round(float(np.mean(epoch_seconds)), 2) if epoch_seconds else None}
