@@ -66,7 +66,9 @@ def row(name: str, exp: dict, model: str) -> dict:
     out = {"name": name, "train": split["train"], "init": cfg.get("init"),
            "degradation": p["degrade"]["method"], "source": p["prepare"]["source"],
            # experiments before train.schedule existed trained at a constant rate
-           "training": f"{cfg['epochs']} epochs, lr {cfg['learning_rate']:g} {cfg.get('schedule', 'constant')}"}
+           "training": f"{cfg['epochs']} epochs, lr {cfg['learning_rate']:g} {cfg.get('schedule', 'constant')}"
+                       # train.keep_init (WiSE-FT), absent in experiments run before it existed
+                       + (f", keep_init {cfg['keep_init']:g}" if cfg.get("keep_init") else "")}
     for key, r, b in (("test", res, bic), ("external", res.get("external"), bic.get("external"))):
         if r and r.get("psnr", {}).get("mean") is not None:
             out[key] = {"psnr": r["psnr"]["mean"], "bicubic": b["psnr"]["mean"],
@@ -97,13 +99,15 @@ def markdown(rows: list[dict]) -> str:
 CURVE_TRAINING = "15 epochs, lr 0.001 constant"  # the curve compares patients at the default training only
 
 
-def curve_points(rows: list[dict], key: str, fine_tuned: bool, patients: dict[str, int] | None = None) -> list:
+def curve_points(rows: list[dict], key: str, fine_tuned: bool, patients: dict[str, int] | None = None,
+                 training: str = CURVE_TRAINING) -> list:
     """(training patients, gain) on set ``key`` of the runs the curve compares: one start, the seed's
-    degradation and the default training (other recipes are rows of the table, not points of the curve)."""
+    degradation and one training recipe, the default one unless ``training`` names another (other recipes
+    are rows of the table, not points of the curve)."""
     count = {r["name"]: len(r["train"]) for r in rows if isinstance(r["train"], list)} | (patients or {})
     return sorted((count[r["name"]], r[key]["gain"]) for r in rows
                   if key in r and r["name"] in count and bool(r["init"]) == fine_tuned
-                  and r["degradation"] == "blur_bicubic" and r["training"] == CURVE_TRAINING)
+                  and r["degradation"] == "blur_bicubic" and r["training"] == training)
 
 
 def curve(rows: list[dict], out: Path, baseline: dict[str, float] | None = None,
@@ -118,10 +122,13 @@ def curve(rows: list[dict], out: Path, baseline: dict[str, float] | None = None,
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
     for ax, key, title in ((axes[0], "test", "held-out ACDC patients"), (axes[1], "external", "Sunnybrook (external)")):
-        for start, colour in (("scratch", "C0"), ("fine-tuned from the phantom model", "C1")):
-            pts = curve_points(rows, key, start != "scratch", patients)
+        for start, colour, training in (("scratch", "C0", CURVE_TRAINING),
+                                         ("fine-tuned from the phantom model", "C1", CURVE_TRAINING),
+                                         ("fine-tuned, half the start kept (train.keep_init 0.5)", "C2",
+                                          CURVE_TRAINING + ", keep_init 0.5")):
+            pts = curve_points(rows, key, start != "scratch", patients, training)
             if pts:
-                ax.plot(*zip(*pts), marker="o", color=colour, label=start)
+                ax.plot(*zip(*pts), marker="o" if len(pts) > 1 else "D", color=colour, label=start)
         if baseline and key in baseline:
             ax.axhline(baseline[key], color="k", ls="--", lw=1, label="phantom model alone (0 real patients)")
         ax.set_xscale("log")

@@ -110,8 +110,8 @@ def test_real_recipe_runs_every_ordered_pair_from_scratch_and_fine_tuned(tmp_pat
             assert (p["train"]["keep_init"], p["train"]["schedule"], p["models"]["mse-NN"]["epochs"]) == (0.0, "constant", 15)
 
 
-def _exp(name: str, train, init, model_psnr: float, ext: bool = True, epochs: int = 15, schedule: str | None = None
-         ) -> dict:
+def _exp(name: str, train, init, model_psnr: float, ext: bool = True, epochs: int = 15, schedule: str | None = None,
+         keep_init: float | None = None) -> dict:
     """One experiment as `dvc exp show --json` reports it (DVC 3)."""
     def scores(psnr):
         s = {"psnr": {"mean": psnr}, "ssim": {"mean": 0.8}, "roi_psnr": {"mean": psnr - 2}}
@@ -122,6 +122,8 @@ def _exp(name: str, train, init, model_psnr: float, ext: bool = True, epochs: in
               "models": {"mse-NN": {"epochs": epochs}}}
     if schedule:  # absent in experiments run before train.schedule existed
         params["train"]["schedule"] = schedule
+    if keep_init is not None:  # absent before train.keep_init existed
+        params["train"]["keep_init"] = keep_init
     return {"rev": "abc", "name": name, "data": {
         "params": {"params.yaml": {"data": params}},
         "metrics": {"metrics/models/mse-NN.json": {"data": scores(model_psnr)},
@@ -161,7 +163,11 @@ def test_results_table_and_curve_come_from_the_experiments(tmp_path, capsys):
                                             {"revs": [_exp("acdc-ft1", ["a"], "init/{model}.keras", 27.0)]},
                                             {"revs": [_exp("acdc-n3", ["a", "b", "c"], None, 27.2)]},
                                             {"revs": [_exp("acdc-ft1-cos-e45", ["a"], "init/{model}.keras", 27.3,
-                                                           epochs=45, schedule="cosine")]}]}]
+                                                           epochs=45, schedule="cosine")]},
+                                            {"revs": [_exp("acdc-ft1-wise", ["a"], "init/{model}.keras", 27.4,
+                                                           keep_init=0.5)]},
+                                            {"revs": [_exp("acdc-ft3", ["a", "b", "c"], "init/{model}.keras", 27.5,
+                                                           keep_init=0.0)]}]}]
     saved = tmp_path / "show.json"
     saved.write_text(json.dumps(show))
     results = runpy.run_path(str(ROOT / "scripts" / "exp_results.py"))
@@ -176,7 +182,12 @@ def test_results_table_and_curve_come_from_the_experiments(tmp_path, capsys):
                                        "metrics": {f: m["data"] for f, m in e["data"]["metrics"].items()}}, "mse-NN")
             for group in show[1]["experiments"] for e in group["revs"]]
     # the curve: the default training only, so the 45-epoch run is not a second point at one patient
-    assert results["curve_points"](rows, "test", True) == [(1, pytest.approx(1.0))]
+    assert results["curve_points"](rows, "test", True) == [(1, pytest.approx(1.0)), (3, pytest.approx(1.5))]
+    # a keep_init run is its own series (keep_init 0, as params.yaml now spells the default, is the default)
+    assert results["curve_points"](rows, "test", True, training="15 epochs, lr 0.001 constant, keep_init 0.5") == [
+        (1, pytest.approx(1.4))]
+    assert results["main"](["table", "acdc-ft1-wise", "--json", str(saved)]) == 0
+    assert "| 15 epochs, lr 0.001 constant, keep_init 0.5 | 27.40 |" in capsys.readouterr().out
     assert results["curve_points"](rows, "test", False) == [(1, pytest.approx(0.5)), (3, pytest.approx(1.2))]
     assert results["main"](["table", "acdc-n9", "--json", str(saved)]) == 2
     out = tmp_path / "curve.png"
