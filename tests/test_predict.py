@@ -127,6 +127,25 @@ def test_tiles_equal_whole_image(models):
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+def test_largest_window_is_the_largest_input_the_model_gets(models):
+    """inference.largest_window (used by images_per_call and predict's memory estimate) is the largest
+    window super_resolve really gives the model, tiled or whole: never more than tile x tile."""
+    from cardiac_sr.inference import largest_window
+
+    model = load_model(models / "tiny.keras")[0]
+    seen = []
+
+    def predict_on_batch(x):
+        seen.append(x.shape[1] * x.shape[2])
+        return model.predict_on_batch(x)
+
+    spy = types.SimpleNamespace(name=model.name, predict_on_batch=predict_on_batch)
+    for h, w, tile in ((70, 50, 40), (70, 50, 256), (100, 41, 48), (33, 90, 64)):
+        seen.clear()
+        super_resolve(spy, np.zeros((2, h, w), np.float32), 4, tile=tile, progress=False)
+        assert max(seen) == largest_window(h, w, tile) <= tile * tile, (h, w, tile, max(seen))
+
+
 def test_self_ensemble_is_the_mean_of_the_eight_turned_back_outputs(models):
     model = load_model(models / "tiny.keras")[0]
     x = np.random.default_rng(3).random((2, 20, 12)).astype(np.float32)

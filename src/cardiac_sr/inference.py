@@ -108,12 +108,17 @@ def _tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def largest_window(h: int, w: int, tile: int = 256, overlap: int = TILE_OVERLAP) -> int:
+    """LR pixels of the largest window (a tile with its context, or the whole image) that :func:`super_resolve`
+    gives the model for (h, w) images: at most ``tile`` x ``tile``."""
+    return max(r[1] - r[0] for r in _tiles(h, tile, overlap)) * max(c[1] - c[0] for c in _tiles(w, tile, overlap))
+
+
 def images_per_call(h: int, w: int, scale: int, batch_size: int = 8, tile: int = 256,
                     overlap: int = TILE_OVERLAP) -> int:
     """How many (h, w) images (or tiles of them) :func:`super_resolve` gives the model per call: ``batch_size``,
     fewer where the output would pass :data:`MAX_OUTPUT_PIXELS` (64 feature maps per output pixel)."""
-    largest = max(r[1] - r[0] for r in _tiles(h, tile, overlap)) * max(c[1] - c[0] for c in _tiles(w, tile, overlap))
-    return max(1, min(batch_size, MAX_OUTPUT_PIXELS // (largest * scale * scale)))
+    return max(1, min(batch_size, MAX_OUTPUT_PIXELS // (largest_window(h, w, tile, overlap) * scale * scale)))
 
 
 def super_resolve(model, images: np.ndarray, scale: int, batch_size: int = 8, tile: int = 256,

@@ -43,7 +43,7 @@ from .dataset import Normalisation, fit_normalisation
 from .errors import CardiacSRError
 from .figures import write_preview
 from .fileio import atomic_dir, atomic_file
-from .inference import TILE_OVERLAP, images_per_call, load_model, self_ensemble, super_resolve
+from .inference import images_per_call, largest_window, load_model, self_ensemble, super_resolve
 from .precision import with_precision
 from .names import DEFAULT_PERCENTILE, PREDICT_MODEL
 from .params import choice
@@ -106,8 +106,7 @@ def memory_needed(study: Study, scale: int, uncertainty: bool, ensemble: bool, b
     s, t, h, w = study.image.shape
     chunk = min(_chunk_images(h, w, scale, batch_size, tile, uncertainty or ensemble), s * t) * h * w * scale * scale
     per_output_pixel = 24 + (48 if uncertainty or ensemble else 0)
-    window = min(h, tile + 2 * TILE_OVERLAP) * min(w, tile + 2 * TILE_OVERLAP) * scale * scale  # largest tile out
-    per_call = images_per_call(h, w, scale, batch_size, tile) * window
+    per_call = images_per_call(h, w, scale, batch_size, tile) * largest_window(h, w, tile) * scale * scale
     read_bytes = study.image.size * 4  # the reader's float32 study and the stored values it came from
     return int(TF_BASE + max(1.5 * read_bytes, study.image.nbytes + chunk * per_output_pixel +
                              per_call * (FAST_ACTIVATION_BYTES if precision == "fp32-fast" else ACTIVATION_BYTES)))
