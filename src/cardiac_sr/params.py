@@ -191,7 +191,6 @@ class Phantom(Section):
     snr: float = real(45.0, low=_POSITIVE, high=1e6)  # mean blood signal / noise standard deviation
     randomise: float = real(0.0, 0, 1)  # domain randomisation strength, 0 (the realistic phantom) .. 1
     randomise_splits: tuple = names_of(SPLITS, ("train", "val"))
-    spacing_spread: float = real(1.0, low=1.0, high=4.0)  # randomised patients' pixel size: spacing_mm x [1/s, s]
 
 
 @dataclass(frozen=True)

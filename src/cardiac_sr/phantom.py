@@ -43,7 +43,6 @@ grid; split over files they would be one generator in several places.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,8 +229,6 @@ class Randomisation:
         texture_gain = float(np.exp(r * u(np.log(0.5), np.log(4.0))))
         blood_texture, blur_px = r * u(0.0, 0.06), r * u(0.0, 1.5)
         leaves_seed = int(rng.integers(2**32))
-        # the pixel size, so the anatomy comes at several scales in pixels (clinical cine: about 1-2 mm)
-        own["spacing_mm"] = cfg.spacing_mm * float(np.exp(r * u(-1, 1) * np.log(cfg.spacing_spread)))
         return Randomisation(warp_mm=amp, warp_x=wx * scale, warp_y=wy * scale, texture_gain=texture_gain,
                              blood_texture=blood_texture, blur_px=blur_px, extras=extras,
                              leaves_seed=leaves_seed, leaves_opacity=r, patient=own)
@@ -266,7 +263,6 @@ class _Patient:
 
     def __init__(self, rng: np.random.Generator, cfg: Phantom):
         self.cfg = cfg
-        self.spacing_mm = cfg.spacing_mm  # in-plane pixel size (randomised patients: their own)
         u = rng.uniform
         self.contrast = {name: m * (1 + u(-s, s)) for name, (m, s) in TISSUES.items()}
         self.rotation = u(-0.35, 0.35)
@@ -565,12 +561,6 @@ class PhantomGenerator:
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, index])
         p = _Patient(rng, cfg)
-        if p.spacing_mm != cfg.spacing_mm:  # a randomised pixel size: the same patient on that grid
-            return PhantomGenerator(dataclasses.replace(cfg, spacing_mm=p.spacing_mm), self.seed)._render(p, index, labels)
-        return self._render(p, index, labels)
-
-    def _render(self, p: _Patient, index: int, labels: bool) -> Study:
-        cfg = self.cfg
         scene = self._scene(p)
         image = np.zeros((cfg.slices, cfg.phases, cfg.size, cfg.size), np.float32)
         roi = np.zeros(image.shape, np.uint8)
