@@ -12,7 +12,7 @@ from cardiac_sr.cli import main
 from cardiac_sr.degradation import upsample_bicubic
 from cardiac_sr.errors import CardiacSRError
 from cardiac_sr.models import build_generator
-from cardiac_sr.inference import load_model, self_ensemble, super_resolve
+from cardiac_sr.inference import largest_window, load_model, self_ensemble, super_resolve
 from cardiac_sr.assess import assess
 from cardiac_sr.predict import UNCERTAINTY_THRESHOLD, export, predict
 from cardiac_sr.dicom import read_dicom
@@ -130,8 +130,6 @@ def test_tiles_equal_whole_image(models):
 def test_largest_window_is_the_largest_input_the_model_gets(models):
     """inference.largest_window (used by images_per_call and predict's memory estimate) is the largest
     window super_resolve really gives the model, tiled or whole: never more than tile x tile."""
-    from cardiac_sr.inference import largest_window
-
     model = load_model(models / "tiny.keras")[0]
     seen = []
 
