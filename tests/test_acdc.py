@@ -8,6 +8,7 @@ import yaml
 from cardiac_sr.degrade import degrade
 from cardiac_sr.evaluate import evaluate_method
 from cardiac_sr.external import build_external
+from cardiac_sr.names import MODEL_NAMES
 from cardiac_sr.params import Degrade, External, Params, Prepare
 from cardiac_sr.prepare import prepare, split_patients
 
@@ -40,6 +41,8 @@ def test_the_acdc_profile_trains_on_80_patients_and_tests_on_10_held_out_and_on_
     assert len(assignment) == 100 and set(assignment) == set(ids)  # every patient once, in one split
     external = params.evaluate.external
     assert external.source == "dicom" and external.path == "../shared/data/sunnybrook"
+    # the protocol as measured (docs/real_data_acdc.md): every model 15 epochs, whatever params.yaml's MSE models train
+    assert {m: params.train_for(m).epochs for m in MODEL_NAMES} == dict.fromkeys(MODEL_NAMES, 15)
 
 
 def test_an_acdc_tree_goes_through_the_pipeline_with_an_external_set(tmp_path):
