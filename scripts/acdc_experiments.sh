@@ -11,6 +11,8 @@
 # prepare, degrade and external stages whose params and dependencies equal an earlier run's are restored
 # from DVC's run cache (train always runs: its logs are not cached, so DVC keeps no run-cache entry for
 # it); FORCE=1 re-runs every stage and replaces an experiment of the same name (dvc exp run -f).
+# EXP_PREFIX (default acdc-) starts every experiment's name: another series beside the first, e.g.
+# EXP_PREFIX=acdc30- for runs fine-tuned from another phantom model.
 #
 # Run it in a checkout next to ../shared (a git worktree is fine; `dvc queue` runs in a temporary
 # folder where ../shared does not resolve).  Fine-tuning reads init/mse-NN.keras: copy the phantom
@@ -40,7 +42,7 @@ run() {  # run NAME N INIT(yes|no) METHOD LEARNING_RATE SCHEDULE EPOCHS ENSEMBLE
     echo "== $name: $n training patients, fine-tuned: $init, $method, learning rate $lr ($schedule), $epochs epochs," \
          "self-ensemble: $ensemble, share of the start kept: $keep $(date -u +%H:%M)"
     # shellcheck disable=SC2046
-    dvc exp run ${FORCE:+-f} -n "acdc-$name" $(cat profiles/acdc.args) "${args[@]}" "$@" "evaluate@$MODEL" baselines
+    dvc exp run ${FORCE:+-f} -n "${EXP_PREFIX:-acdc-}$name" $(cat profiles/acdc.args) "${args[@]}" "$@" "evaluate@$MODEL" baselines
 }
 
 names=("$@")

@@ -84,6 +84,15 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     assert all(c[-2:] == ["evaluate@mse-NN", "baselines"] for c in calls)
 
 
+def test_an_experiment_prefix_names_a_second_series(tmp_path, repo):
+    """EXP_PREFIX: the same recipes under other names, beside the acdc- series (e.g. from another start model)."""
+    acdc = tmp_path / "acdc"
+    for i in range(1, 101):
+        (acdc / f"patient{i:03d}").mkdir(parents=True)
+    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft3", "n1", env={"ACDC_ROOT": str(acdc), "EXP_PREFIX": "acdc30-"})
+    assert [c[:4] for c in calls] == [["exp", "run", "-n", "acdc30-ft3"], ["exp", "run", "-n", "acdc30-n1"]]
+
+
 def test_forced_runs_pass_dvc_force(tmp_path, repo):
     """FORCE=1: every stage re-run and a same-named experiment replaced (dvc exp run -f); otherwise the run cache."""
     calls = _run_recipe(tmp_path, "real_experiments.sh", env={"FORCE": "1", "STUDIES": "a b"})
