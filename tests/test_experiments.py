@@ -56,12 +56,18 @@ def repo(tmp_path):
     return repo
 
 
-def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patients(tmp_path, repo):
-    acdc = tmp_path / "acdc"
+@pytest.fixture
+def acdc_root(tmp_path):
+    """An ACDC-train-shaped root: the 100 patient folders the recipe splits (no images needed)."""
+    root = tmp_path / "acdc"
     for i in range(1, 101):
-        (acdc / f"patient{i:03d}").mkdir(parents=True)
+        (root / f"patient{i:03d}").mkdir(parents=True)
+    return root
+
+
+def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patients(tmp_path, repo, acdc_root):
     calls = _run_recipe(tmp_path, "acdc_experiments.sh", "n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45",
-                        "n80-cos-e45", env={"ACDC_ROOT": str(acdc)})
+                        "n80-cos-e45", env={"ACDC_ROOT": str(acdc_root)})
     names = ("n1", "ft3", "n80", "kspace-ft80", "ft80-cos-e45", "n80-cos-e45")
     assert [c[:4] for c in calls] == [["exp", "run", "-n", f"acdc-{n}"] for n in names]  # the run cache for prepare/degrade; FORCE=1 for -f
     splits = [_params_after(tmp_path, c)["prepare"]["split"] for c in calls]
@@ -84,12 +90,9 @@ def test_acdc_recipe_trains_on_nested_subsets_with_the_same_val_and_test_patient
     assert all(c[-2:] == ["evaluate@mse-NN", "baselines"] for c in calls)
 
 
-def test_an_experiment_prefix_names_a_second_series(tmp_path, repo):
+def test_an_experiment_prefix_names_a_second_series(tmp_path, repo, acdc_root):
     """EXP_PREFIX: the same recipes under other names, beside the acdc- series (e.g. from another start model)."""
-    acdc = tmp_path / "acdc"
-    for i in range(1, 101):
-        (acdc / f"patient{i:03d}").mkdir(parents=True)
-    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft3", "n1", env={"ACDC_ROOT": str(acdc), "EXP_PREFIX": "acdc30-"})
+    calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft3", "n1", env={"ACDC_ROOT": str(acdc_root), "EXP_PREFIX": "acdc30-"})
     assert [c[:4] for c in calls] == [["exp", "run", "-n", "acdc30-ft3"], ["exp", "run", "-n", "acdc30-n1"]]
 
 
@@ -139,12 +142,9 @@ def _exp(name: str, train, init, model_psnr: float, ext: bool = True, epochs: in
                     "metrics/models/bicubic.json": {"data": scores(26.0)}}}}
 
 
-def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, repo):
-    acdc = tmp_path / "acdc"
-    for i in range(1, 101):
-        (acdc / f"patient{i:03d}").mkdir(parents=True)
+def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, repo, acdc_root):
     calls = _run_recipe(tmp_path, "acdc_experiments.sh", "ft1-lr4", "kspace-n3-cos-e30", "ft80-cos-e90-se", "ft1-wise",
-                        env={"ACDC_ROOT": str(acdc)})
+                        env={"ACDC_ROOT": str(acdc_root)})
     first, second, third, fourth = (_params_after(tmp_path, c) for c in calls)
     assert (fourth["train"]["keep_init"], fourth["train"]["init"], fourth["evaluate"]["self_ensemble"]) == (
         0.5, "init/{model}.keras", False)
@@ -160,7 +160,7 @@ def test_acdc_recipe_names_say_the_recipe_and_a_bad_name_runs_nothing(tmp_path, 
     assert len(second["prepare"]["split"]["train"]) == 3
     for bad in ("x80", "ft", "ft80-e", "n3-fast", "ft80-se-cos", "n1-wise", "ft1-se-wise"):
         proc = subprocess.run(["bash", str(ROOT / "scripts" / "acdc_experiments.sh"), bad], cwd=tmp_path / "repo",
-                              capture_output=True, text=True, timeout=120, env={**os.environ, "ACDC_ROOT": str(acdc), "PATH": (
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "ACDC_ROOT": str(acdc_root), "PATH": (
                                   f"{tmp_path / 'bin'}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}")})
         assert proc.returncode == 2 and proc.stderr.strip().startswith(f"unknown run {bad}:"), (bad, proc.stderr)
     assert len(list((tmp_path / "calls").iterdir())) == 4  # the bad names called no dvc
