@@ -109,10 +109,10 @@ def test_sections_are_typed_with_defaults_and_model_overrides(tmp_path):
     assert isinstance(train, Train) and train.val_slices == 32 and train.batch_size == 16
     assert type(train.batch_size) is int and type(train.learning_rate) is float
     own = params.train_for("mse-NN")
-    assert own.epochs == 3 and train.epochs == params.train_for("mse-TS").epochs != 3  # the shared value stays
+    assert own.epochs == 3 and train.epochs == params.train_for("perceptual-TS").epochs != 3  # the shared value stays
     # a partial perceptual entry overrides only its own key
     assert own.perceptual.pixel_weight == 0.5 and own.perceptual.layer == train.perceptual.layer == "block2_conv2"
-    assert params.train_for("mse-TS") == train
+    assert params.train_for("perceptual-TS") == train  # an entry that overrides nothing (params.yaml: epochs 15)
     deg = params.degrade
     assert (deg.method, deg.scale, deg.blur_sigma, deg.window) == ("blur_bicubic", 4, 1.0, "none")
     ext = params.evaluate.external
